@@ -1,0 +1,1 @@
+//! Harness that starts real processes for tests and benchmarks.
