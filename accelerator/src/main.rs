@@ -1,1 +1,145 @@
-fn main() {}
+//! `dadi-p2p`: the node daemon. Flags override the config file; the file overrides built-in
+//! defaults. `dadi-p2p status` asks a running daemon for its status.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dadi_p2p::config::{Config, Mode, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser)]
+#[command(
+    name = "dadi-p2p",
+    version,
+    about = "P2P image acceleration for overlaybd and containerd"
+)]
+struct Cli {
+    /// YAML config file; the built-in defaults apply when it is absent.
+    #[arg(long, env = "DADI_P2P_CONFIG")]
+    config: Option<PathBuf>,
+    /// Service address, e.g. 127.0.0.1:65001.
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long, value_parser = ["agent", "root"])]
+    mode: Option<String>,
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Cache capacity in bytes.
+    #[arg(long)]
+    cache_capacity: Option<u64>,
+    #[arg(long)]
+    piece_size: Option<u64>,
+    /// Only fetch from these upstream hosts (repeatable; `*.suffix` allowed).
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
+    /// Use io_uring for cache I/O (same as `cache.aioEnable: 1`).
+    #[arg(long)]
+    aio: bool,
+    /// Downstream throughput cap in MB/s, 0 for none.
+    #[arg(long)]
+    throttle_mb: Option<u64>,
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `dadi_p2p=debug`.
+    #[arg(long, env = "DADI_P2P_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a running daemon's status.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:65001")]
+        address: String,
+        /// Print the JSON as the daemon sent it.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH))?
+        }
+        None => Config::default(),
+    };
+    if let Some(v) = &cli.listen {
+        cfg.service.listen = v.clone();
+    }
+    if let Some(v) = &cli.mode {
+        cfg.deploy.mode = if v == "root" { Mode::Root } else { Mode::Agent };
+    }
+    if let Some(v) = &cli.cache_dir {
+        cfg.cache.dir = v.clone();
+    }
+    if let Some(v) = cli.cache_capacity {
+        cfg.cache.capacity = v;
+    }
+    if let Some(v) = cli.piece_size {
+        cfg.cache.piece_size = v;
+    }
+    if !cli.allow_hosts.is_empty() {
+        cfg.upstream.allow_hosts = cli.allow_hosts.clone();
+    }
+    if cli.aio {
+        cfg.cache.aio_enable = 1;
+    }
+    if let Some(v) = cli.throttle_mb {
+        cfg.throttle_limit_mb = v;
+    }
+    if cli.tls_cert.is_some() {
+        cfg.service.tls.cert = cli.tls_cert.clone();
+        cfg.service.tls.key = cli.tls_key.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match &cli.command {
+        Some(Command::Status { address, json }) => {
+            dadi_p2p::status_client::print(address, *json).map_err(Into::into)
+        }
+        None => load(&cli).and_then(|cfg| {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(dadi_p2p::daemon::run(cfg, stop_signal()))?;
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dadi-p2p: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

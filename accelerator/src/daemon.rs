@@ -1,0 +1,144 @@
+//! Assembles a running daemon from a validated [`Config`]: listeners first (so a port in use
+//! fails fast, before the cache is scanned), then cache, telemetry, origin client and engine;
+//! then serves until told to stop and drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cache::{Cache, CacheConfig as StoreConfig, CacheError, IoBackend};
+use crate::config::{AuditMode, Config, ConfigError, Mode};
+use crate::engine::{Engine, EngineConfig};
+use crate::origin::{Origin, OriginConfig, TlsSetupError};
+use crate::service::{App, Listener, Routes, ServiceError};
+use crate::target::Policy;
+use crate::telemetry::{self, AuditSink, Telemetry, TelemetryConfig, TelemetryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cache: {0}")]
+    Cache(#[from] CacheError),
+    #[error("upstream tls: {0}")]
+    Tls(#[from] TlsSetupError),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// Runs the daemon until `stop` completes, then drains and flushes.
+pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), StartError> {
+    cfg.validate()?;
+    let listen = cfg.listen_addr()?;
+    let mut service = Listener::bind(listen, Routes::Service).await?;
+    if let (Some(cert), Some(key)) = (&cfg.service.tls.cert, &cfg.service.tls.key) {
+        service = service.with_tls(cert, key)?;
+    }
+    let service_addr = service.local_addr().map_err(|source| ServiceError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let mut own_addrs = vec![service_addr];
+    let exporter = if cfg.exporter.enable && cfg.exporter.standalone_exporter_port {
+        let addr = SocketAddr::new(service_addr.ip(), cfg.exporter.port);
+        let l = Listener::bind(addr, Routes::Metrics).await?;
+        own_addrs.push(
+            l.local_addr()
+                .map_err(|source| ServiceError::Bind { addr, source })?,
+        );
+        Some(l)
+    } else {
+        None
+    };
+    let policy = Arc::new(Policy {
+        allow_hosts: cfg.upstream.allow_hosts.clone(),
+        own_addrs,
+    });
+
+    let cache = Cache::open(StoreConfig {
+        dir: cfg.cache.dir.clone(),
+        capacity: cfg.cache.capacity,
+        io: if cfg.cache.aio_enable == 1 {
+            IoBackend::IoUring
+        } else {
+            IoBackend::Pread
+        },
+    })
+    .await?;
+    let stats = cache.stats();
+    tracing::info!(dir = %cfg.cache.dir.display(), pieces = stats.pieces, used = stats.used, capacity = stats.capacity, "cache ready");
+
+    let audit = match (cfg.deploy.log_audit, cfg.deploy.log_audit_mode) {
+        (false, _) => AuditSink::Off,
+        (true, AuditMode::Stdout) => AuditSink::Stdout,
+        (true, AuditMode::File) => AuditSink::File {
+            dir: cfg.deploy.log_dir.clone(),
+            max_bytes: cfg.deploy.log_audit_max_mb << 20,
+            keep: cfg.deploy.log_audit_keep as usize,
+        },
+    };
+    let telemetry = Telemetry::new(TelemetryConfig {
+        node: service_addr.to_string(),
+        mode: match cfg.deploy.mode {
+            Mode::Agent => telemetry::Mode::Agent,
+            Mode::Root => telemetry::Mode::Root,
+        },
+        cache_allocated: cfg.cache.capacity,
+        audit,
+        window: Duration::from_secs(cfg.exporter.window_secs),
+    })?;
+
+    let origin = Arc::new(Origin::new(
+        OriginConfig {
+            connect_timeout: Duration::from_millis(cfg.upstream.connect_timeout_ms),
+            read_timeout: Duration::from_millis(cfg.upstream.read_timeout_ms),
+            retries: cfg.upstream.retries,
+            ca_file: cfg.upstream.ca_file.clone(),
+            backoff: Duration::from_millis(100),
+        },
+        policy.clone(),
+    )?);
+    let engine = Engine::new(
+        cache.clone(),
+        origin,
+        telemetry.clone(),
+        EngineConfig {
+            piece_size: cfg.cache.piece_size,
+            read_ahead: cfg.read_ahead,
+            proxy_concurrency: cfg.proxy_concurrency_limit,
+            throttle_mb: cfg.throttle_limit_mb,
+        },
+    );
+    let app = Arc::new(App {
+        engine,
+        policy,
+        exporter_standalone: cfg
+            .exporter
+            .enable
+            .then_some(cfg.exporter.standalone_exporter_port),
+    });
+
+    let (tx, rx) = watch::channel(false);
+    let grace = Duration::from_millis(cfg.service.grace_ms);
+    let max_conn = cfg.service.max_connections as usize;
+    let mut tasks = tokio::task::JoinSet::new();
+    tracing::info!(addr = %service_addr, mode = cfg.deploy.mode.as_str(), tls = cfg.service.tls.cert.is_some(), "serving");
+    tasks.spawn(service.serve(app.clone(), max_conn, rx.clone(), grace));
+    if let Some(l) = exporter {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics exporter listening");
+        tasks.spawn(l.serve(app.clone(), 64, rx.clone(), grace));
+    }
+    stop.await;
+    tracing::info!("shutting down");
+    let _ = tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    cache.flush().await;
+    telemetry.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

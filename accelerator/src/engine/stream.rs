@@ -1,0 +1,109 @@
+//! A response body that walks a byte span piece by piece.
+//!
+//! Bytes are read from the cache in chunks of at most [`CHUNK`] only when the connection is
+//! ready for more, so a response holds one chunk in memory whatever its length: a 10 GiB
+//! blob streams through a few hundred KiB. While one piece is read, the next pieces of the
+//! span are already downloading. A piece that fails its checksum on the way is dropped by
+//! the cache and fetched again; the client never receives the bad bytes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+
+use super::{Blob, Engine, EngineError};
+use crate::cache::{CacheError, PieceRef};
+use crate::plan;
+use crate::range::Span;
+use crate::telemetry::Source;
+
+/// Largest slice read from disk and handed to the connection at once.
+pub const CHUNK: u64 = 128 << 10;
+/// Times one response refetches a piece that failed its checksum before giving up.
+const CORRUPT_RETRIES: u32 = 2;
+
+struct State {
+    engine: Arc<Engine>,
+    blob: Arc<Blob>,
+    pos: u64,
+    end: u64,
+    current: Option<(u64, PieceRef, Source)>,
+    corrupt: u32,
+}
+
+pub struct BodyStream {
+    inner: BoxStream<'static, Result<Bytes, EngineError>>,
+}
+
+impl BodyStream {
+    pub(super) fn new(engine: Arc<Engine>, blob: Arc<Blob>, span: Span) -> BodyStream {
+        let state = State {
+            engine,
+            blob,
+            pos: span.start,
+            end: span.end,
+            current: None,
+            corrupt: 0,
+        };
+        let inner = futures_util::stream::try_unfold(state, step).boxed();
+        BodyStream { inner }
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, EngineError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
+    if st.pos > st.end {
+        return Ok(None);
+    }
+    let layout = st.blob.layout;
+    let index = st.pos / layout.piece_size;
+    loop {
+        if st.current.as_ref().map(|c| c.0) != Some(index) {
+            st.current = None;
+            let last_in_span = st.end / layout.piece_size;
+            if last_in_span > index {
+                let ahead = plan::read_ahead(layout, index, st.engine.cfg.read_ahead.max(1));
+                for next in ahead.filter(|i| *i <= last_in_span) {
+                    st.engine.prefetch(&st.blob, next);
+                }
+            }
+            let (piece, source) = st.engine.piece(&st.blob, index).await?;
+            st.current = Some((index, piece, source));
+        }
+        let Some((_, piece, source)) = &st.current else {
+            continue;
+        };
+        let source = *source;
+        let (piece_start, piece_len) = layout.piece(index);
+        let offset = st.pos - piece_start;
+        let n = CHUNK.min(st.end - st.pos + 1).min(piece_len - offset);
+        match st
+            .engine
+            .read_piece(&st.blob, piece, index, offset, n as usize)
+            .await
+        {
+            Ok(data) => {
+                st.engine.throttle(n).await;
+                st.engine.telemetry.served(source, n);
+                st.pos += n;
+                return Ok(Some((data, st)));
+            }
+            Err(CacheError::Corrupt(_)) if st.corrupt < CORRUPT_RETRIES => {
+                st.corrupt += 1;
+                st.engine.telemetry.integrity_failure();
+                tracing::warn!(blob = %st.blob.shown, piece = index, "cached piece failed its checksum: refetching");
+                st.current = None;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

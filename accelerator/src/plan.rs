@@ -1,0 +1,163 @@
+//! Decisions about pieces, as pure functions: which pieces a range covers, where a piece
+//! should come from, whether a reader is sequential and what to fetch ahead of it.
+//!
+//! Nothing here does I/O or reads a clock, so every rule is tested on its own and the peer
+//! engine can add sources by extending [`Source`] and [`decide`] without touching the read
+//! path that carries out the decisions.
+
+use std::ops::RangeInclusive;
+
+use crate::range::Span;
+
+/// Where a piece's bytes can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cache,
+    Origin,
+}
+
+/// What the read path knows about a piece at the moment it needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceState {
+    pub cached: bool,
+    /// A download of this piece is already running on this node.
+    pub in_flight: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Serve from the local cache now.
+    Read,
+    /// Another reader's download will bring it: wait for that one.
+    Join,
+    /// Start a download from this source.
+    Fetch(Source),
+}
+
+pub fn decide(state: PieceState) -> Decision {
+    match state {
+        PieceState { cached: true, .. } => Decision::Read,
+        PieceState {
+            in_flight: true, ..
+        } => Decision::Join,
+        _ => Decision::Fetch(Source::Origin),
+    }
+}
+
+/// Geometry of one blob cut into pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub size: u64,
+    pub piece_size: u64,
+}
+
+impl Layout {
+    pub fn piece_count(&self) -> u64 {
+        self.size.div_ceil(self.piece_size)
+    }
+
+    /// Offset and length of piece `index`; the last piece may be short.
+    pub fn piece(&self, index: u64) -> (u64, u64) {
+        let start = index * self.piece_size;
+        (start, self.piece_size.min(self.size - start))
+    }
+
+    pub fn pieces(&self, span: Span) -> RangeInclusive<u64> {
+        span.start / self.piece_size..=span.end / self.piece_size
+    }
+}
+
+/// A read continues a sequential stream when it starts after the previous read's end and
+/// no more than one piece beyond it: overlaybd's reads of a compressed layer skip small gaps.
+pub fn is_sequential(previous_end: Option<u64>, start: u64, piece_size: u64) -> bool {
+    match previous_end {
+        Some(end) => start > end && start - end <= piece_size,
+        None => start == 0,
+    }
+}
+
+/// Pieces to fetch ahead of a sequential reader now at piece `current`; empty at the end.
+pub fn read_ahead(layout: Layout, current: u64, window: u32) -> std::ops::Range<u64> {
+    let end = (current + 1 + u64::from(window)).min(layout.piece_count());
+    (current + 1)..end.max(current + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decisions() {
+        assert_eq!(
+            decide(PieceState {
+                cached: true,
+                in_flight: true
+            }),
+            Decision::Read
+        );
+        assert_eq!(
+            decide(PieceState {
+                cached: false,
+                in_flight: true
+            }),
+            Decision::Join
+        );
+        assert_eq!(
+            decide(PieceState {
+                cached: false,
+                in_flight: false
+            }),
+            Decision::Fetch(Source::Origin)
+        );
+    }
+
+    #[test]
+    fn layout() {
+        let l = Layout {
+            size: 10,
+            piece_size: 4,
+        };
+        assert_eq!(l.piece_count(), 3);
+        assert_eq!(l.piece(2), (8, 2));
+        assert_eq!(l.pieces(Span { start: 3, end: 8 }), 0..=2);
+        assert_eq!(l.pieces(Span { start: 4, end: 4 }), 1..=1);
+    }
+
+    #[test]
+    fn sequential_detection() {
+        assert!(is_sequential(None, 0, 4));
+        assert!(!is_sequential(None, 100, 4));
+        assert!(is_sequential(Some(9), 10, 4));
+        assert!(is_sequential(Some(9), 13, 4));
+        assert!(!is_sequential(Some(9), 14, 4));
+        assert!(!is_sequential(Some(9), 5, 4));
+    }
+
+    #[test]
+    fn read_ahead_stays_in_the_blob() {
+        let l = Layout {
+            size: 10 * 4,
+            piece_size: 4,
+        };
+        assert_eq!(read_ahead(l, 0, 4), 1..5);
+        assert_eq!(read_ahead(l, 8, 4), 9..10);
+        assert!(read_ahead(l, 9, 4).is_empty());
+        assert!(read_ahead(l, 0, 0).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn pieces_cover_the_span_exactly(size in 1u64..10_000, ps in 1u64..512, a in 0u64..10_000, b in 0u64..10_000) {
+            let l = Layout { size, piece_size: ps };
+            let (a, b) = (a.min(b) % size, a.max(b) % size);
+            let (a, b) = (a.min(b), a.max(b));
+            let pieces = l.pieces(Span { start: a, end: b });
+            let (first_start, _) = l.piece(*pieces.start());
+            let (last_start, last_len) = l.piece(*pieces.end());
+            prop_assert!(first_start <= a && a < first_start + ps);
+            prop_assert!(last_start <= b && b < last_start + last_len);
+            prop_assert!(*pieces.end() < l.piece_count());
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The HTTP front: listeners, connections, TLS, and graceful drain.
+//!
+//! Each listener runs one accept loop. A connection permit is taken before `accept`, so a
+//! flood of connections waits in the kernel's backlog instead of growing memory. Connections
+//! are HTTP/1.1 with keep-alive (what overlaybd and containerd use), header size and header
+//! read time are bounded, and on shutdown every connection is told to finish its current
+//! response and close; what is still running after the grace period is dropped.
+
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::engine::{Engine, EngineError};
+use crate::target::Policy;
+
+pub use error::ApiError;
+
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, EngineError>;
+
+/// Largest request head accepted; longer ones get 431 from hyper.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// The accelerator endpoint, health, status, and metrics unless they have their own port.
+    Service,
+    /// Only `/metrics` (`standaloneExporterPort: true`).
+    Metrics,
+}
+
+/// What every request handler shares.
+pub struct App {
+    pub engine: Arc<Engine>,
+    pub policy: Arc<Policy>,
+    /// Metrics are on: `Some(true)` on their own port, `Some(false)` on the service port.
+    pub exporter_standalone: Option<bool>,
+}
+
+impl App {
+    fn metrics_here(&self, routes: Routes) -> bool {
+        matches!(
+            (self.exporter_standalone, routes),
+            (Some(true), Routes::Metrics) | (Some(false), Routes::Service)
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("tls: cannot read {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+pub struct Listener {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    routes: Routes,
+}
+
+impl Listener {
+    pub async fn bind(addr: SocketAddr, routes: Routes) -> Result<Listener, ServiceError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        Ok(Listener {
+            listener,
+            tls: None,
+            routes,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn with_tls(mut self, cert: &Path, key: &Path) -> Result<Listener, ServiceError> {
+        self.tls = Some(tls_acceptor(cert, key)?);
+        Ok(self)
+    }
+
+    /// Serves until `shutdown` turns true, then drains for at most `grace`.
+    pub async fn serve(
+        self,
+        app: Arc<App>,
+        max_connections: usize,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let permits = Arc::new(Semaphore::new(max_connections));
+        let graceful = GracefulShutdown::new();
+        let addr = self.local_addr().ok();
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stopped(&mut shutdown) => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut shutdown) => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let app = app.clone();
+            let routes = self.routes;
+            let tls = self.tls.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let svc = service_fn(move |req| {
+                    let app = app.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(routes::handle(app, routes, req).await)
+                    }
+                });
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .keep_alive(true)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                let result = match tls {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                    },
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tcp), svc))
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tracing::info!(addr = ?addr, "listener closed, draining connections");
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!(addr = ?addr, "connections drained"),
+            _ = tokio::time::sleep(grace) => tracing::warn!(addr = ?addr, grace_ms = grace.as_millis() as u64, "grace period over, dropping connections"),
+        }
+    }
+}
+
+/// Completes once the shutdown flag is set (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ServiceError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| ServiceError::TlsFile {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServiceError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServiceError::Tls(format!(
+            "{}: no certificate found",
+            cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ServiceError::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| ServiceError::Tls(format!("{}: no private key found", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServiceError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServiceError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,213 @@
+//! Request routing and the accelerator endpoint itself.
+//!
+//! `GET|HEAD /accelerator/<url>` is what overlaybd's `p2pConfig.address` points at; the rest
+//! of the target after the prefix, query string included, is the upstream blob URL. Answers
+//! follow what overlaybd accepts: 206 with exactly the requested bytes for a Range, 200 with
+//! the whole blob without one, and `bytes */<size>` on a 416.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::header::{
+    ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+
+use super::error::{full, text, ApiError};
+use super::{App, Body, Routes};
+use crate::engine::{BodyStream, EngineError};
+use crate::origin::HOP_HEADER;
+use crate::range;
+use crate::target::Target;
+use crate::telemetry::{AuditOp, Kind, Telemetry};
+
+const PREFIX: &str = "/accelerator/";
+
+pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path();
+    let resp = match (routes, path) {
+        (_, "/metrics") if app.metrics_here(routes) => text(
+            StatusCode::OK,
+            Telemetry::CONTENT_TYPE,
+            app.engine.telemetry().render(),
+        ),
+        (Routes::Service, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
+        (Routes::Service, "/status") => status(&app),
+        (Routes::Service, p) if p.starts_with(PREFIX) => match accelerate(&app, req, started).await
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(status = e.status().as_u16(), error = %e, "request refused");
+                e.into_response()
+            }
+        },
+        _ => ApiError::NotFound.into_response(),
+    };
+    app.engine
+        .telemetry()
+        .request_done(resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+fn status(app: &App) -> Response<Body> {
+    let telemetry = app.engine.telemetry();
+    telemetry.set_cache_used(app.engine.cache().stats().used);
+    let snapshot = telemetry.snapshot();
+    match serde_json::to_vec_pretty(&snapshot) {
+        Ok(json) => text(StatusCode::OK, "application/json", json),
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            "status unavailable\n",
+        ),
+    }
+}
+
+/// The part of the request target after the prefix, with its query.
+fn upstream_url(req: &Request<Incoming>) -> String {
+    let path = req.uri().path();
+    let rest = &path[PREFIX.len()..];
+    match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    }
+}
+
+async fn accelerate(
+    app: &App,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Result<Response<Body>, ApiError> {
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return Err(ApiError::Method),
+    };
+    if req.headers().contains_key(HOP_HEADER) {
+        return Err(ApiError::Loop);
+    }
+    let target = Target::parse(&upstream_url(&req))?;
+    app.policy.check_host(target.host())?;
+    let spec = match req.headers().get(RANGE) {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("malformed Range header".into()))?;
+            Some(range::parse(v).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+        }
+    };
+    let auth = req.headers().get(AUTHORIZATION).cloned();
+    let engine = &app.engine;
+    let blob = Arc::new(engine.open(target, auth).await?);
+    let size = blob.layout.size;
+    let (status, span) = match spec {
+        Some(spec) => (
+            StatusCode::PARTIAL_CONTENT,
+            Some(
+                spec.resolve(size)
+                    .map_err(|e| ApiError::from_range(e, size))?,
+            ),
+        ),
+        None if size == 0 => (StatusCode::OK, None),
+        None => (
+            StatusCode::OK,
+            Some(range::Span {
+                start: 0,
+                end: size - 1,
+            }),
+        ),
+    };
+    let len = span.map(|s| s.len()).unwrap_or(0);
+    let mut resp = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(ACCEPT_RANGES, "bytes")
+        .header(CONTENT_LENGTH, len);
+    if let (StatusCode::PARTIAL_CONTENT, Some(s)) = (status, span) {
+        resp = resp.header(
+            CONTENT_RANGE,
+            format!("bytes {}-{}/{}", s.start, s.end, size),
+        );
+    }
+    if let Some(hex) = blob.target.key.digest() {
+        resp = resp.header("docker-content-digest", format!("sha256:{hex}"));
+    }
+    let body = match span {
+        Some(span) if !head => {
+            let recorded = Recorded {
+                inner: engine.read(blob.clone(), span),
+                telemetry: engine.telemetry().clone(),
+                pathname: blob.shown.clone(),
+                offset: span.start,
+                want: len,
+                sent: 0,
+                started,
+            };
+            StreamBody::new(recorded.map(|r| r.map(Frame::data))).boxed_unsync()
+        }
+        _ => {
+            engine.telemetry().audit(
+                AuditOp::HttpPread,
+                &blob.shown,
+                span.map(|s| s.start).unwrap_or(0),
+                0,
+                started.elapsed(),
+            );
+            full(Bytes::new())
+        }
+    };
+    resp.body(body)
+        .map_err(|e| ApiError::BadRequest(format!("cannot build response: {e}")))
+}
+
+/// Records a served body when it ends, completely or not: one `http:pread` audit line with
+/// the bytes asked for (negative when the body broke off) and the time since the request.
+struct Recorded {
+    inner: BodyStream,
+    telemetry: Arc<Telemetry>,
+    pathname: String,
+    offset: u64,
+    want: u64,
+    sent: u64,
+    started: Instant,
+}
+
+impl Stream for Recorded {
+    type Item = Result<Bytes, EngineError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(Some(Ok(data))) = &next {
+            self.sent += data.len() as u64;
+        }
+        next
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let size = if self.sent == self.want {
+            self.want as i64
+        } else {
+            -1
+        };
+        self.telemetry.record(Kind::Pread, self.sent, elapsed);
+        self.telemetry.record(Kind::Http, self.sent, elapsed);
+        self.telemetry.audit(
+            AuditOp::HttpPread,
+            &self.pathname,
+            self.offset,
+            size,
+            elapsed,
+        );
+    }
+}
