@@ -1,0 +1,178 @@
+//! Writing one piece: bytes stream into a temp file at their final offsets while the chunk
+//! checksums are computed on the way, so no piece is ever held whole in memory. `commit`
+//! writes the header last and renames the file into place, which is the moment the piece
+//! becomes visible. Dropping an uncommitted writer deletes the temp file and gives the
+//! reserved bytes back, so a failed or abandoned download leaves nothing behind.
+
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::format::{ChunkSummer, Header, HEADER_LEN, MAX_PIECE_LEN};
+use super::index::disk_bytes;
+use super::{CacheError, Inner, PieceId, PieceRef};
+
+pub struct PieceWriter {
+    inner: Arc<Inner>,
+    id: PieceId,
+    len: u64,
+    written: u64,
+    gen: u64,
+    tmp: PathBuf,
+    file: Arc<File>,
+    sums: ChunkSummer,
+    /// Set while a write is in flight and left set if it fails or is cancelled half-way,
+    /// which poisons the piece.
+    broken: bool,
+    /// Cleared once the piece is committed (or its bytes handed over).
+    reserved: u64,
+}
+
+impl PieceWriter {
+    pub(super) fn begin(inner: Arc<Inner>, id: PieceId, len: u64) -> Result<Self, CacheError> {
+        if len == 0 || len > MAX_PIECE_LEN {
+            return Err(CacheError::InvalidLength(len));
+        }
+        let need = disk_bytes(len);
+        let capacity = inner.index().capacity;
+        let gone = inner
+            .index()
+            .reserve(need)
+            .map_err(|(need, evictable)| CacheError::Full {
+                need,
+                evictable,
+                capacity,
+            })?;
+        inner.delete(gone);
+        let gen = inner.next_gen.fetch_add(1, Ordering::Relaxed);
+        let tmp = inner.layout.tmp(gen);
+        let opened = std::fs::create_dir_all(inner.layout.blob_dir(&id.blob)).and_then(|()| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+        });
+        let file = match opened {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                inner.index().release(need);
+                return Err(e.into());
+            }
+        };
+        Ok(PieceWriter {
+            inner,
+            id,
+            len,
+            written: 0,
+            gen,
+            tmp,
+            file,
+            sums: ChunkSummer::default(),
+            broken: false,
+            reserved: need,
+        })
+    }
+
+    pub fn id(&self) -> &PieceId {
+        &self.id
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends bytes to the piece. After any failed write the writer only fails: the piece
+    /// can no longer be trusted and must be dropped.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), CacheError> {
+        if self.broken {
+            return Err(CacheError::Incomplete {
+                written: self.written,
+                len: self.len,
+            });
+        }
+        if self.written + data.len() as u64 > self.len {
+            self.broken = true;
+            return Err(CacheError::Overflow { len: self.len });
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.broken = true;
+        let at = HEADER_LEN + self.written;
+        self.inner
+            .io
+            .write_at(self.file.clone(), at, data.to_vec())
+            .await?;
+        self.sums.update(data);
+        self.written += data.len() as u64;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Makes the piece visible, pinned for the caller. Fails (and discards it) unless exactly
+    /// the declared length was written.
+    pub async fn commit(mut self) -> Result<PieceRef, CacheError> {
+        if self.broken || self.written != self.len {
+            return Err(CacheError::Incomplete {
+                written: self.written,
+                len: self.len,
+            });
+        }
+        let header = Header {
+            index: self.id.index,
+            len: self.len,
+            gen: self.gen,
+            crcs: std::mem::take(&mut self.sums).finish(),
+        };
+        self.broken = true;
+        self.inner
+            .io
+            .write_at(self.file.clone(), 0, header.encode())
+            .await?;
+        let layout_dir = self.inner.layout.blob_dir(&self.id.blob);
+        let dest = self
+            .inner
+            .layout
+            .piece(&self.id.blob, self.id.index, self.gen);
+        let tmp = self.tmp.clone();
+        tokio::task::spawn_blocking(move || match std::fs::rename(&tmp, &dest) {
+            // The blob directory may have been removed by `remove_blob` since `begin`.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&layout_dir)?;
+                std::fs::rename(&tmp, &dest)
+            }
+            other => other,
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let (pinned, replaced) = self.inner.index().insert(
+            &self.id.blob,
+            self.id.index,
+            self.gen,
+            self.len,
+            self.reserved,
+            true,
+        );
+        self.reserved = 0;
+        self.broken = false;
+        self.inner.delete(replaced);
+        tracing::debug!(blob = %self.id.blob, piece = self.id.index, bytes = self.len, "piece committed");
+        Ok(self.inner.pin_ref(self.id.clone(), pinned))
+    }
+}
+
+impl Drop for PieceWriter {
+    fn drop(&mut self) {
+        if self.reserved > 0 {
+            self.inner.index().release(self.reserved);
+            let _ = std::fs::remove_file(&self.tmp);
+            // A commit cancelled during its rename may have moved the file already; the
+            // name is unique to this writer, so removing it cannot hit another piece.
+            let l = &self.inner.layout;
+            let _ = std::fs::remove_file(l.piece(&self.id.blob, self.id.index, self.gen));
+        }
+    }
+}
