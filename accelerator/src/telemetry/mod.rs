@@ -19,175 +19,33 @@
 //! neither resets what the other sees.
 
 mod audit;
+mod config;
 mod conventional;
 mod dadi;
+mod labels;
 mod status;
 mod window;
 
 #[cfg(test)]
 mod exposition_tests;
+#[cfg(test)]
+mod scrape_tests;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 pub use audit::{redact_url, AuditOp};
+pub use config::{
+    AuditSink, TelemetryConfig, TelemetryError, AUDIT_BUFFER_LINES, DEFAULT_AUDIT_FILE_BYTES,
+    DEFAULT_AUDIT_KEEP, DEFAULT_WINDOW, MAX_WINDOW, MIN_AUDIT_FILE_BYTES,
+};
+pub use labels::{Kind, Mode, Source};
 pub use status::{render_status_table, CacheStatus, PeerStatus, SourceBytes, StatusSnapshot};
 
 use audit::{AuditHandle, AuditRecord};
 use conventional::Conventional;
 use window::Window;
-
-/// Default span of the sliding window behind the rate and max-latency families.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
-/// Longest window accepted: one bucket per second is kept, so this bounds memory.
-pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
-/// Smallest audit file size before rotation; below this rotation would churn on every line.
-pub const MIN_AUDIT_FILE_BYTES: u64 = 4096;
-/// Audit lines buffered between the data path and the writer before lines are dropped.
-pub const AUDIT_BUFFER_LINES: usize = 8192;
-
-/// The documented `type` label values: what kind of work a sample measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// Downstream reads answered to overlaybd.
-    Pread,
-    /// Reads fetched back from the origin.
-    Download,
-    /// Pieces moved between nodes.
-    Peer,
-    /// Cache file reads and writes.
-    Disk,
-    /// HTTP requests handled by the service.
-    Http,
-}
-
-impl Kind {
-    /// In the order the documented exposition lists them.
-    pub const ALL: [Kind; 5] = [
-        Kind::Pread,
-        Kind::Download,
-        Kind::Peer,
-        Kind::Disk,
-        Kind::Http,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Pread => "pread",
-            Kind::Download => "download",
-            Kind::Peer => "peer",
-            Kind::Disk => "disk",
-            Kind::Http => "http",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Where the bytes answering a read came from (`source` label of the conventional set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    Cache,
-    Peer,
-    Origin,
-}
-
-impl Source {
-    pub const ALL: [Source; 3] = [Source::Cache, Source::Peer, Source::Origin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Cache => "cache",
-            Source::Peer => "peer",
-            Source::Origin => "origin",
-        }
-    }
-}
-
-/// The documented `mode` label: a node agent or a root (seed) node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Agent,
-    Root,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Agent => "agent",
-            Mode::Root => "root",
-        }
-    }
-}
-
-/// Where audit lines go (`logAudit` / `logAuditMode` / `logDir`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditSink {
-    Off,
-    Stdout,
-    /// `<dir>/audit.log`, renamed to `audit.log.1` … `audit.log.<keep>` once it would pass
-    /// `max_bytes`; the oldest is deleted.
-    File {
-        dir: PathBuf,
-        max_bytes: u64,
-        keep: usize,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct TelemetryConfig {
-    /// The `node` label, `<ip>:<port>` of the service.
-    pub node: String,
-    pub mode: Mode,
-    /// Cache capacity in bytes (`DADIP2P_Cache{type="allocated"}`).
-    pub cache_allocated: u64,
-    pub audit: AuditSink,
-    /// Span of the rate and max-latency window, whole seconds.
-    pub window: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    #[error("metrics node label is empty")]
-    EmptyNode,
-    #[error("metrics window must be 1 to 3600 whole seconds, got {0:?}")]
-    Window(Duration),
-    #[error("audit log max size must be at least {MIN_AUDIT_FILE_BYTES} bytes, got {0}")]
-    AuditMaxBytes(u64),
-    #[error("cannot open audit log {path}")]
-    OpenAudit {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the audit writer thread")]
-    SpawnWriter(#[source] std::io::Error),
-}
-
-impl TelemetryConfig {
-    fn validate(&self) -> Result<(), TelemetryError> {
-        if self.node.is_empty() {
-            return Err(TelemetryError::EmptyNode);
-        }
-        let w = self.window;
-        if w.subsec_nanos() != 0 || w < Duration::from_secs(1) || w > MAX_WINDOW {
-            return Err(TelemetryError::Window(w));
-        }
-        if let AuditSink::File { max_bytes, .. } = self.audit {
-            if max_bytes < MIN_AUDIT_FILE_BYTES {
-                return Err(TelemetryError::AuditMaxBytes(max_bytes));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Per-`type` state: the cumulative byte count and the sliding window.
 struct KindStats {
@@ -203,6 +61,16 @@ pub struct Telemetry {
     cache_used: AtomicU64,
     conventional: Conventional,
     audit: Option<AuditHandle>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("node", &self.cfg.node)
+            .field("mode", &self.cfg.mode)
+            .field("audit", &self.cfg.audit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Keeps the in-flight downloads gauge raised while alive.
@@ -224,16 +92,10 @@ impl Telemetry {
 
     /// Validates the config and starts the audit writer thread when auditing is on.
     pub fn new(cfg: TelemetryConfig) -> Result<Arc<Self>, TelemetryError> {
-        Self::with_audit_capacity(cfg, AUDIT_BUFFER_LINES)
-    }
-
-    fn with_audit_capacity(
-        cfg: TelemetryConfig,
-        lines: usize,
-    ) -> Result<Arc<Self>, TelemetryError> {
         cfg.validate()?;
         let conventional = Conventional::new(cfg.cache_allocated);
-        let audit = audit::start(&cfg.audit, lines, conventional.audit_dropped.clone())?;
+        let dropped = conventional.audit_dropped.clone();
+        let audit = audit::start(&cfg.audit, AUDIT_BUFFER_LINES, dropped)?;
         Ok(Arc::new(Self::assemble(cfg, conventional, audit)))
     }
 
@@ -381,6 +243,7 @@ impl Telemetry {
             integrity_failures: c.integrity_failures.get(),
             origin_retries: c.origin_retries.get(),
             audit_lines_dropped: c.audit_dropped.get(),
+            // Not yet: peers are listed once the peer engine reports them.
             peers: Vec::new(),
         }
     }
