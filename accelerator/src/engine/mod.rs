@@ -216,7 +216,7 @@ impl Engine {
     /// Starts a download of `index` if it is neither cached nor already coming.
     fn prefetch(self: &Arc<Self>, blob: &Arc<Blob>, index: u64) {
         let id = PieceId::new(blob.id.clone(), index);
-        if self.cache.contains(&id) {
+        if self.cache.lookup(&id).is_some() {
             return;
         }
         let _ = self.flight(blob, id);
@@ -270,7 +270,7 @@ impl Engine {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(None);
-        if self.cache.contains(&id) {
+        if self.cache.lookup(&id).is_some() {
             // Committed between the caller's lookup and this lock.
             let _ = tx.send(Some(Ok(())));
             return rx;
