@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             backoff: Duration::from_millis(100),
         },
         policy.clone(),
+        telemetry.clone(),
     )?);
     let engine = Engine::new(
         cache.clone(),
@@ -121,6 +123,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             .exporter
             .enable
             .then_some(cfg.exporter.standalone_exporter_port),
+        evictions_seen: AtomicU64::new(0),
     });
 
     let (tx, rx) = watch::channel(false);

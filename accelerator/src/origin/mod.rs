@@ -11,7 +11,6 @@
 
 mod connect;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ pub use connect::TlsSetupError;
 use connect::{client_tls, PolicyResolver};
 
 use crate::target::{Policy, TargetError};
+use crate::telemetry::Telemetry;
 
 /// Redirect hops followed, as many as overlaybd follows itself.
 pub const MAX_REDIRECTS: usize = 8;
@@ -88,12 +88,16 @@ pub struct Origin {
     client: HttpsClient,
     cfg: OriginConfig,
     policy: Arc<Policy>,
-    retries: AtomicU64,
+    telemetry: Arc<Telemetry>,
     user_agent: HeaderValue,
 }
 
 impl Origin {
-    pub fn new(cfg: OriginConfig, policy: Arc<Policy>) -> Result<Origin, TlsSetupError> {
+    pub fn new(
+        cfg: OriginConfig,
+        policy: Arc<Policy>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Origin, TlsSetupError> {
         let mut http = HttpConnector::new_with_resolver(PolicyResolver {
             policy: policy.clone(),
         });
@@ -115,14 +119,9 @@ impl Origin {
             client,
             cfg,
             policy,
-            retries: AtomicU64::new(0),
+            telemetry,
             user_agent,
         })
-    }
-
-    /// Retries made since start (connection errors, 5xx, broken bodies).
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
     }
 
     /// The blob's size, from a `bytes=0-0` request as overlaybd makes it.
@@ -172,7 +171,7 @@ impl Origin {
     }
 
     async fn pause(&self, attempt: u32, error: &OriginError) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.telemetry.origin_retry();
         let base = self.cfg.backoff.saturating_mul(1 << (attempt - 1).min(6));
         let jitter = rand::random_range(0..=base.as_millis() as u64 / 2 + 1);
         let pause = base + Duration::from_millis(jitter);

@@ -11,6 +11,7 @@ mod routes;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,9 +48,22 @@ pub struct App {
     pub policy: Arc<Policy>,
     /// Metrics are on: `Some(true)` on their own port, `Some(false)` on the service port.
     pub exporter_standalone: Option<bool>,
+    /// Cache evictions already reported to telemetry.
+    pub evictions_seen: AtomicU64,
 }
 
 impl App {
+    /// Brings the cache's own figures (use, evictions) into telemetry before they are shown.
+    fn sync_cache_figures(&self) {
+        let stats = self.engine.cache().stats();
+        let telemetry = self.engine.telemetry();
+        telemetry.set_cache_used(stats.used);
+        let before = self.evictions_seen.swap(stats.evictions, Ordering::Relaxed);
+        if stats.evictions > before {
+            telemetry.eviction(stats.evictions - before);
+        }
+    }
+
     fn metrics_here(&self, routes: Routes) -> bool {
         matches!(
             (self.exporter_standalone, routes),

@@ -57,9 +57,8 @@ pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Re
 }
 
 fn status(app: &App) -> Response<Body> {
-    let telemetry = app.engine.telemetry();
-    telemetry.set_cache_used(app.engine.cache().stats().used);
-    let snapshot = telemetry.snapshot();
+    app.sync_cache_figures();
+    let snapshot = app.engine.telemetry().snapshot();
     match serde_json::to_vec_pretty(&snapshot) {
         Ok(json) => text(StatusCode::OK, "application/json", json),
         Err(_) => text(
