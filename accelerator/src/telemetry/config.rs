@@ -33,6 +33,27 @@ pub enum AuditSink {
     },
 }
 
+impl AuditSink {
+    /// From the documented `DeployConfig` keys `logAudit`, `logAuditMode` and `logDir`, with
+    /// the default rotation size and count.
+    pub fn from_deploy(
+        log_audit: bool,
+        log_audit_mode: &str,
+        log_dir: &std::path::Path,
+    ) -> Result<Self, TelemetryError> {
+        match (log_audit, log_audit_mode) {
+            (false, _) => Ok(AuditSink::Off),
+            (true, "stdout") => Ok(AuditSink::Stdout),
+            (true, "file") => Ok(AuditSink::File {
+                dir: log_dir.to_path_buf(),
+                max_bytes: DEFAULT_AUDIT_FILE_BYTES,
+                keep: DEFAULT_AUDIT_KEEP,
+            }),
+            (true, other) => Err(TelemetryError::AuditMode(other.to_string())),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     /// The `node` label, `<ip>:<port>` of the service.
@@ -59,6 +80,8 @@ pub enum TelemetryError {
         #[source]
         source: std::io::Error,
     },
+    #[error("logAuditMode must be \"stdout\" or \"file\", got {0:?}")]
+    AuditMode(String),
     #[error("cannot start the audit writer thread")]
     SpawnWriter(#[source] std::io::Error),
 }
@@ -78,5 +101,38 @@ impl TelemetryConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn documented_deploy_keys_map_to_a_sink() {
+        let dir = Path::new("/dadi-p2p/log");
+        assert_eq!(
+            AuditSink::from_deploy(false, "bogus", dir).unwrap(),
+            AuditSink::Off
+        );
+        assert_eq!(
+            AuditSink::from_deploy(true, "stdout", dir).unwrap(),
+            AuditSink::Stdout
+        );
+        assert_eq!(
+            AuditSink::from_deploy(true, "file", dir).unwrap(),
+            AuditSink::File {
+                dir: dir.into(),
+                max_bytes: DEFAULT_AUDIT_FILE_BYTES,
+                keep: DEFAULT_AUDIT_KEEP
+            }
+        );
+        let e = AuditSink::from_deploy(true, "syslog", dir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"logAuditMode must be "stdout" or "file", got "syslog""#
+        );
     }
 }

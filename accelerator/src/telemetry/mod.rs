@@ -249,7 +249,8 @@ impl Telemetry {
     }
 
     /// Writes out every audit line queued so far and stops the writer; lines offered after
-    /// this are counted as dropped.
+    /// this are counted as dropped. A sink stalled for good (a stdout pipe nobody reads)
+    /// stalls this too, so the caller bounds it with its drain grace period.
     pub async fn shutdown(&self) {
         if let Some(handle) = &self.audit {
             handle.stop().await;
