@@ -1,0 +1,124 @@
+//! Shared set-up for the daemon's end-to-end tests: a real registry with a pushed image, and
+//! the `dadi-p2p` binary of this build started against it.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use dadi_p2p_integration::http;
+use dadi_p2p_integration::{
+    build_image, Accelerator, AcceleratorOptions, Compression, LayerSpec, OciImage, Registry,
+};
+
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
+
+/// Small pieces so that small layers span many of them.
+pub const PIECE: u64 = 64 * KIB;
+
+pub fn options() -> AcceleratorOptions {
+    AcceleratorOptions::new(env!("CARGO_BIN_EXE_dadi-p2p"))
+}
+
+/// Config for tests: small pieces, metrics on the service port, quick upstream timeouts.
+pub fn config(extra: &str) -> String {
+    format!(
+        "cache:\n  capacity: {}\n  pieceSize: {PIECE}\n{extra_cache}\
+         ExporterConfig:\n  enable: true\n  standaloneExporterPort: false\n\
+         throttleLimitMB: 0\n{extra}",
+        256 * MIB,
+        extra_cache = "",
+    )
+}
+
+pub struct World {
+    pub layout: tempfile::TempDir,
+    pub image: OciImage,
+    pub registry: Registry,
+}
+
+impl World {
+    /// A registry holding `app:v1` with an uncompressed layer of 1 MiB + 123 bytes and a gzip one.
+    pub fn new() -> World {
+        let layout = tempfile::tempdir().unwrap();
+        let layers = [
+            LayerSpec { size: MIB + 123, seed: 7, compression: Compression::None },
+            LayerSpec { size: 300 * KIB, seed: 8, compression: Compression::Gzip },
+        ];
+        let image = build_image(layout.path(), "v1", &layers).unwrap();
+        let registry = Registry::start().unwrap();
+        registry.push_image(&image, "app").unwrap();
+        World { layout, image, registry }
+    }
+
+    pub fn layer(&self, i: usize) -> (String, Vec<u8>) {
+        let info = &self.image.layers[i];
+        (info.digest.clone(), std::fs::read(self.image.blob_path(&info.digest)).unwrap())
+    }
+
+    pub fn blob_url(&self, digest: &str) -> String {
+        self.registry.blob_url("app", digest)
+    }
+
+    pub fn start(&self, yaml: &str) -> Accelerator {
+        Accelerator::start(options().config_yaml(yaml)).unwrap()
+    }
+}
+
+/// One sample of the daemon's /metrics, by family name and label subset.
+pub async fn metric(acc: &Accelerator, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let body = http::get(&format!("{}/metrics", acc.base_url()), &[]).await.unwrap();
+    assert_eq!(body.status, 200);
+    let text = String::from_utf8(body.body.to_vec()).unwrap();
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, rest) = line.split_once(' ')?;
+        let (family, label_text) = match series.split_once('{') {
+            Some((f, l)) => (f, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if family != name {
+            return None;
+        }
+        let all_match = labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+        if !all_match {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn piece_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
