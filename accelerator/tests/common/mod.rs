@@ -21,14 +21,18 @@ pub fn options() -> AcceleratorOptions {
     AcceleratorOptions::new(env!("CARGO_BIN_EXE_dadi-p2p"))
 }
 
-/// Config for tests: small pieces, metrics on the service port, quick upstream timeouts.
+/// Config for tests: small pieces, metrics on the service port, no throughput cap.
 pub fn config(extra: &str) -> String {
+    config_with("", extra)
+}
+
+/// [`config`] with further lines under `cache:` (indented by two spaces).
+pub fn config_with(cache_extra: &str, extra: &str) -> String {
     format!(
-        "cache:\n  capacity: {}\n  pieceSize: {PIECE}\n{extra_cache}\
+        "cache:\n  capacity: {}\n  pieceSize: {PIECE}\n{cache_extra}\
          ExporterConfig:\n  enable: true\n  standaloneExporterPort: false\n\
          throttleLimitMB: 0\n{extra}",
         256 * MIB,
-        extra_cache = "",
     )
 }
 
@@ -43,18 +47,33 @@ impl World {
     pub fn new() -> World {
         let layout = tempfile::tempdir().unwrap();
         let layers = [
-            LayerSpec { size: MIB + 123, seed: 7, compression: Compression::None },
-            LayerSpec { size: 300 * KIB, seed: 8, compression: Compression::Gzip },
+            LayerSpec {
+                size: MIB + 123,
+                seed: 7,
+                compression: Compression::None,
+            },
+            LayerSpec {
+                size: 300 * KIB,
+                seed: 8,
+                compression: Compression::Gzip,
+            },
         ];
         let image = build_image(layout.path(), "v1", &layers).unwrap();
         let registry = Registry::start().unwrap();
         registry.push_image(&image, "app").unwrap();
-        World { layout, image, registry }
+        World {
+            layout,
+            image,
+            registry,
+        }
     }
 
     pub fn layer(&self, i: usize) -> (String, Vec<u8>) {
         let info = &self.image.layers[i];
-        (info.digest.clone(), std::fs::read(self.image.blob_path(&info.digest)).unwrap())
+        (
+            info.digest.clone(),
+            std::fs::read(self.image.blob_path(&info.digest)).unwrap(),
+        )
     }
 
     pub fn blob_url(&self, digest: &str) -> String {
@@ -68,24 +87,30 @@ impl World {
 
 /// One sample of the daemon's /metrics, by family name and label subset.
 pub async fn metric(acc: &Accelerator, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let body = http::get(&format!("{}/metrics", acc.base_url()), &[]).await.unwrap();
+    let body = http::get(&format!("{}/metrics", acc.base_url()), &[])
+        .await
+        .unwrap();
     assert_eq!(body.status, 200);
     let text = String::from_utf8(body.body.to_vec()).unwrap();
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, rest) = line.split_once(' ')?;
-        let (family, label_text) = match series.split_once('{') {
-            Some((f, l)) => (f, l.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if family != name {
-            return None;
-        }
-        let all_match = labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
-        if !all_match {
-            return None;
-        }
-        rest.split_whitespace().next()?.parse().ok()
-    })
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, rest) = line.split_once(' ')?;
+            let (family, label_text) = match series.split_once('{') {
+                Some((f, l)) => (f, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if family != name {
+                return None;
+            }
+            let all_match = labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            if !all_match {
+                return None;
+            }
+            rest.split_whitespace().next()?.parse().ok()
+        })
 }
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
