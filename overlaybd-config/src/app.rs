@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::address::{AddressError, Endpoint};
+use crate::address::{AddressError, Endpoint, Scheme};
 use crate::cli::{ChangeArgs, Cli, Command};
 use crate::document::{Document, DocumentError, P2pState};
 use crate::edit::{self, Desired, EditError};
@@ -73,7 +73,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Address(_) => Exit::InvalidAddress,
-            Error::File(FileError::Missing(_)) => Exit::ConfigMissing,
+            Error::File(FileError::Missing { .. }) => Exit::ConfigMissing,
             Error::File(FileError::NotRegular(_) | FileError::Read { .. }) => Exit::Failure,
             Error::File(FileError::ReadOnlyMode { .. } | FileError::NotWritable { .. }) => {
                 Exit::NotWritable
@@ -186,7 +186,11 @@ fn change(
 ) -> Result<ChangeReport, Error> {
     let loaded = file::load(path)?;
     if loaded.is_none() && !args.create {
-        return Err(FileError::Missing(path.to_path_buf()).into());
+        return Err(FileError::Missing {
+            path: path.to_path_buf(),
+            can_create: true,
+        }
+        .into());
     }
     let real = loaded
         .as_ref()
@@ -256,7 +260,10 @@ fn unified_diff(path: &Path, created: bool, old: &str, new: &str) -> String {
 }
 
 fn status(path: &Path, timeout: Duration) -> Result<StatusReport, Error> {
-    let loaded = file::load(path)?.ok_or_else(|| FileError::Missing(path.to_path_buf()))?;
+    let loaded = file::load(path)?.ok_or_else(|| FileError::Missing {
+        path: path.to_path_buf(),
+        can_create: false,
+    })?;
     let doc = Document::parse_bytes(&loaded.bytes).map_err(|source| Error::Document {
         path: loaded.path.clone(),
         source,
@@ -289,11 +296,15 @@ fn status(path: &Path, timeout: Duration) -> Result<StatusReport, Error> {
     };
     report.checked_address = Some(endpoint.to_string());
     let reach = probe::tcp_check(&endpoint, timeout);
-    let health = probe::health_check(&endpoint, timeout);
+    let health = if reach.reachable {
+        probe::health_check(&endpoint, timeout)
+    } else {
+        Health::not_checked(&endpoint, "not checked: no TCP connection")
+    };
     if enabled {
         report.verdict = if !reach.reachable {
             Verdict::Bypassed
-        } else if health.ok || !health.checked {
+        } else if health.ok || endpoint.scheme == Scheme::Https {
             Verdict::Accelerated
         } else {
             Verdict::Unhealthy

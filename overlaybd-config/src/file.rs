@@ -16,6 +16,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,8 @@ pub const CREATE_MODE: u32 = 0o644;
 
 #[derive(Debug, Error)]
 pub enum FileError {
-    #[error("{0}: file not found (pass --create to create it)")]
-    Missing(PathBuf),
+    #[error("{}: file not found{}", .path.display(), if *.can_create { " (pass --create to create it)" } else { "" })]
+    Missing { path: PathBuf, can_create: bool },
     #[error("{0}: not a regular file")]
     NotRegular(PathBuf),
     #[error("{path}: cannot read: {source}")]
@@ -86,7 +87,10 @@ pub fn backup_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Refuses a file whose owner has no write permission.
+/// Refuses a file that may not or cannot be replaced: no owner write bit,
+/// or the kernel says no (immutable or append-only flag, read-only
+/// filesystem, or no permission for a non-root user). Nothing is opened for
+/// writing, so a refusal leaves no trace.
 pub fn check_writable(file: &Loaded) -> Result<(), FileError> {
     let mode = file.meta.permissions().mode() & 0o7777;
     if mode & 0o200 == 0 {
@@ -95,19 +99,37 @@ pub fn check_writable(file: &Loaded) -> Result<(), FileError> {
             mode,
         });
     }
-    Ok(())
+    kernel_allows_write(&file.path).map_err(|e| classify(&file.path, e))
+}
+
+fn kernel_allows_write(path: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Saves the old content as the backup, then replaces the file. Returns the
-/// backup's path.
+/// backup's path. Both temporary files are complete and the original is
+/// re-checked before either is renamed into place.
 pub fn replace(file: &Loaded, new: &[u8]) -> Result<PathBuf, FileError> {
     check_writable(file)?;
     let attrs = Attrs::of(&file.meta);
     let backup = backup_path(&file.path);
-    write_atomic(&backup, &file.bytes, attrs, Expect::Anything)
-        .map_err(|e| classify(&backup, e))?;
-    write_atomic(&file.path, new, attrs, Expect::Unchanged(&file.meta))
-        .map_err(|e| classify(&file.path, e))?;
+    let staged_backup = stage(&backup, &file.bytes, attrs).map_err(|e| classify(&backup, e))?;
+    let staged = stage(&file.path, new, attrs).map_err(|e| classify(&file.path, e))?;
+    match fs::metadata(&file.path) {
+        Ok(now) if same_file_state(&file.meta, &now) => {}
+        _ => return Err(FileError::ChangedMeanwhile(file.path.clone())),
+    }
+    staged_backup.commit().map_err(|e| classify(&backup, e))?;
+    // Not yet: if this last rename fails, the refreshed backup (identical to
+    // the unchanged file) has replaced any older one.
+    staged.commit().map_err(|e| classify(&file.path, e))?;
     Ok(backup)
 }
 
@@ -120,7 +142,11 @@ pub fn create(path: &Path, content: &[u8]) -> Result<(), FileError> {
         mode: CREATE_MODE,
         owner: None,
     };
-    write_atomic(path, content, attrs, Expect::Absent).map_err(|e| classify(path, e))
+    let staged = stage(path, content, attrs).map_err(|e| classify(path, e))?;
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(FileError::ChangedMeanwhile(path.to_path_buf()));
+    }
+    staged.commit().map_err(|e| classify(path, e))
 }
 
 #[derive(Clone, Copy)]
@@ -138,73 +164,66 @@ impl Attrs {
     }
 }
 
-/// What the target must look like right before the rename.
-enum Expect<'a> {
-    Anything,
-    Absent,
-    Unchanged(&'a Metadata),
-}
-
-/// Failure of one atomic write, before mapping to [`FileError`].
-enum WriteFailure {
-    Io(io::Error),
-    Changed,
-}
-
-impl From<io::Error> for WriteFailure {
-    fn from(e: io::Error) -> Self {
-        WriteFailure::Io(e)
-    }
-}
-
-fn classify(path: &Path, failure: impl Into<WriteFailure>) -> FileError {
+fn classify(path: &Path, source: io::Error) -> FileError {
     let path = path.to_path_buf();
-    match failure.into() {
-        WriteFailure::Changed => FileError::ChangedMeanwhile(path),
-        WriteFailure::Io(source)
-            if matches!(
-                source.kind(),
-                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
-            ) =>
-        {
+    match source.kind() {
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
             FileError::NotWritable { path, source }
         }
-        WriteFailure::Io(source) => FileError::Write { path, source },
+        _ => FileError::Write { path, source },
     }
 }
 
-/// Removes the temporary file unless the rename consumed it.
-struct TempGuard(Option<PathBuf>);
+/// A complete, fsynced temporary file waiting to be renamed over `target`;
+/// removed on drop unless committed.
+struct Staged {
+    tmp: Option<PathBuf>,
+    target: PathBuf,
+}
 
-impl Drop for TempGuard {
+impl Staged {
+    fn commit(mut self) -> io::Result<()> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        if let Err(e) = fs::rename(&tmp, &self.target) {
+            self.tmp = Some(tmp);
+            return Err(e);
+        }
+        File::open(parent_dir(&self.target))?.sync_all()
+    }
+}
+
+impl Drop for Staged {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
+        if let Some(p) = self.tmp.take() {
             let _ = fs::remove_file(p);
         }
     }
 }
 
-fn write_atomic(
-    target: &Path,
-    bytes: &[u8],
-    attrs: Attrs,
-    expect: Expect<'_>,
-) -> Result<(), WriteFailure> {
-    let dir = match target.parent() {
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+fn stage(target: &Path, bytes: &[u8], attrs: Attrs) -> io::Result<Staged> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
+    let tmp = parent_dir(target).join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    let mut guard = TempGuard(Some(tmp.clone()));
+    let staged = Staged {
+        tmp: Some(tmp),
+        target: target.to_path_buf(),
+    };
     f.write_all(bytes)?;
     // chown before chmod: changing the owner clears set-id bits.
     if let Some((uid, gid)) = attrs.owner {
@@ -212,22 +231,7 @@ fn write_atomic(
     }
     f.set_permissions(fs::Permissions::from_mode(attrs.mode))?;
     f.sync_all()?;
-    drop(f);
-    let now = fs::symlink_metadata(target);
-    let unchanged = match (&expect, &now) {
-        (Expect::Anything, _) => true,
-        (Expect::Absent, Err(e)) => e.kind() == io::ErrorKind::NotFound,
-        (Expect::Absent, Ok(_)) => false,
-        (Expect::Unchanged(old), Ok(m)) => same_file_state(old, m),
-        (Expect::Unchanged(_), Err(_)) => false,
-    };
-    if !unchanged {
-        return Err(WriteFailure::Changed);
-    }
-    fs::rename(&tmp, target)?;
-    guard.0 = None;
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    Ok(staged)
 }
 
 fn same_file_state(a: &Metadata, b: &Metadata) -> bool {

@@ -43,6 +43,19 @@ pub struct Health {
     pub error: Option<String>,
 }
 
+impl Health {
+    /// A health check that was not made, and why.
+    pub fn not_checked(ep: &Endpoint, reason: &str) -> Health {
+        Health {
+            url: ep.health_url(),
+            checked: false,
+            ok: false,
+            status: None,
+            error: Some(reason.to_string()),
+        }
+    }
+}
+
 /// A TCP connect to the address, the way overlaybd checks it.
 pub fn tcp_check(ep: &Endpoint, timeout: Duration) -> Reachability {
     let target = ep.authority();
@@ -57,16 +70,10 @@ pub fn tcp_check(ep: &Endpoint, timeout: Duration) -> Reachability {
 
 /// `GET /healthz` on the address's host and port.
 pub fn health_check(ep: &Endpoint, timeout: Duration) -> Health {
-    let url = ep.health_url();
     if ep.scheme == Scheme::Https {
-        return Health {
-            url,
-            checked: false,
-            ok: false,
-            status: None,
-            error: Some("not checked for https addresses (TCP connect only)".into()),
-        };
+        return Health::not_checked(ep, "not checked for https addresses (TCP connect only)");
     }
+    let url = ep.health_url();
     let result = connect(ep, timeout).and_then(|s| request(s, ep, timeout));
     tracing::debug!(%url, ?result, "health check");
     match result {

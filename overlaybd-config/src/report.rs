@@ -126,7 +126,7 @@ fn status_text(s: &StatusReport) -> String {
     }
     if let Some(h) = &s.health {
         let line = match (h.checked, h.status, &h.error) {
-            (false, _, e) => format!("not checked: {}", e.as_deref().unwrap_or("")),
+            (false, _, e) => e.as_deref().unwrap_or("not checked").to_string(),
             (true, Some(code), _) if h.ok => format!("ok (GET {} -> {code})", h.url),
             (true, Some(code), _) => format!("failing (GET {} -> {code})", h.url),
             (true, None, e) => format!("failing ({})", e.as_deref().unwrap_or("no answer")),

@@ -1,0 +1,140 @@
+//! A throw-away "node" for running the built `overlaybd-p2p`: a temp dir
+//! with the config file and a `bin/` dir that is the whole `PATH`, so the
+//! tool can only ever reach the fake `systemctl`/`service` a test put there
+//! and never restarts a real service.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:65001/accelerator";
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub struct Node {
+    dir: TempDir,
+    pub config: PathBuf,
+    bin: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// What must not change when the tool refuses or has nothing to do.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    bytes: Vec<u8>,
+    mtime: (i64, i64),
+    ino: u64,
+    mode: u32,
+    entries: Vec<String>,
+}
+
+impl Node {
+    /// A node whose config file holds `content`.
+    pub fn with(content: &str) -> Node {
+        let node = Node::empty();
+        fs::write(&node.config, content).unwrap();
+        node
+    }
+
+    /// A node without a config file (its directory exists).
+    pub fn empty() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        let etc = dir.path().join("etc/overlaybd");
+        fs::create_dir_all(&etc).unwrap();
+        Node {
+            config: etc.join("overlaybd.json"),
+            dir,
+            bin,
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_overlaybd-p2p"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_clear()
+            .env("PATH", &self.bin)
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().expect("exited normally"),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    pub fn read(&self) -> String {
+        fs::read_to_string(&self.config).unwrap()
+    }
+
+    pub fn backup(&self) -> PathBuf {
+        let mut p = self.config.clone().into_os_string();
+        p.push(".bak");
+        p.into()
+    }
+
+    /// Installs a fake command that records its arguments and exits `code`.
+    pub fn fake(&self, name: &str, code: i32) {
+        let log = self.dir.path().join(format!("calls-{name}"));
+        let script = format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexit {code}\n",
+            log.display()
+        );
+        let path = self.bin.join(name);
+        fs::write(&path, script).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The argument lines a fake command was called with.
+    pub fn calls(&self, name: &str) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join(format!("calls-{name}")))
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let m = fs::metadata(&self.config).unwrap();
+        let dir = self.config.parent().unwrap();
+        let mut entries: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        Snapshot {
+            bytes: fs::read(&self.config).unwrap(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ino: m.ino(),
+            mode: m.mode(),
+            entries,
+        }
+    }
+}
+
+/// `text` with exactly one occurrence of `from` replaced by `to`.
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
