@@ -4,7 +4,8 @@
 //! Order of a change: check the address, read and parse the file, compute
 //! the new text, stop if it is identical (idempotent: no write, no backup, no
 //! restart), stop after the diff on `--dry-run`, refuse a read-only file,
-//! write, and only then restart. A restart runs only when the file changed,
+//! write, and only then restart. The directory lock is held from the read
+//! to the write, not during the restart. A restart runs only when the file changed,
 //! so re-running the same command from a configuration-management tool does
 //! not bounce overlaybd on every pass.
 
@@ -184,6 +185,7 @@ fn change(
     want: &Desired,
     args: &ChangeArgs,
 ) -> Result<ChangeReport, Error> {
+    let lock = file::lock_dir(path)?;
     let loaded = file::load(path)?;
     if loaded.is_none() && !args.create {
         return Err(FileError::Missing {
@@ -204,16 +206,13 @@ fn change(
         path: real.clone(),
         source,
     })?;
-    let new_text = edit::apply(&old, want).map_err(|source| Error::Edit {
+    let after = edit::apply(&old, want).map_err(|source| Error::Edit {
         path: real.clone(),
         source,
     })?;
-    let after = Document::parse(&new_text).map_err(|source| Error::Edit {
-        path: real.clone(),
-        source: source.into(),
-    })?;
+    let new_text = &after.text;
     let created = loaded.is_none();
-    let changed = created || new_text != old.text;
+    let changed = created || *new_text != old.text;
     let mut report = ChangeReport {
         action,
         config: real.clone(),
@@ -222,7 +221,7 @@ fn change(
         dry_run: args.dry_run,
         backup: None,
         p2p: after.state(),
-        diff: changed.then(|| unified_diff(&real, created, &old.text, &new_text)),
+        diff: changed.then(|| unified_diff(&real, created, &old.text, new_text)),
         restart: None,
     };
     if !changed || args.dry_run {
@@ -237,6 +236,7 @@ fn change(
         Some(l) => report.backup = Some(file::replace(l, new_text.as_bytes())?),
         None => file::create(&real, new_text.as_bytes())?,
     }
+    drop(lock);
     tracing::info!(config = %real.display(), action, "p2pConfig written");
     if args.restart {
         let r = restart::restart(&args.service, restart::TIMEOUT);

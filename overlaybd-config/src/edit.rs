@@ -39,16 +39,16 @@ struct Splice {
     text: String,
 }
 
-/// Returns the new text (equal to the old one when nothing needs changing).
-pub fn apply(doc: &Document, want: &Desired) -> Result<String, EditError> {
+/// Returns the edited document (its text equals the old one when nothing
+/// needs changing).
+pub fn apply(doc: &Document, want: &Desired) -> Result<Document, EditError> {
     let mut splices = plan(doc, want);
     splices.sort_by_key(|s| std::cmp::Reverse(s.range.start));
     let mut text = doc.text.clone();
     for s in splices {
         text.replace_range(s.range, &s.text);
     }
-    verify(doc, &text, want)?;
-    Ok(text)
+    verify(doc, Document::parse(&text)?, want)
 }
 
 fn plan(doc: &Document, want: &Desired) -> Vec<Splice> {
@@ -116,8 +116,7 @@ fn owned_members(enable_json: &str, address_json: &Option<String>) -> Vec<(&'sta
     members
 }
 
-fn verify(before: &Document, text: &str, want: &Desired) -> Result<(), EditError> {
-    let after = Document::parse(text)?;
+fn verify(before: &Document, after: Document, want: &Desired) -> Result<Document, EditError> {
     let p2p = after
         .value
         .get(P2P_KEY)
@@ -143,7 +142,7 @@ fn verify(before: &Document, text: &str, want: &Desired) -> Result<(), EditError
     if without(&before.value, &[P2P_KEY]) != without(&after.value, &[P2P_KEY]) {
         return Err(EditError::Mismatch("other top-level keys"));
     }
-    Ok(())
+    Ok(after)
 }
 
 fn without<'a>(map: &'a Map<String, Value>, skip: &[&str]) -> Vec<(&'a String, &'a Value)> {
@@ -166,6 +165,7 @@ mod tests {
             },
         )
         .unwrap()
+        .text
     }
 
     const A: &str = "http://127.0.0.1:65001/accelerator";

@@ -16,6 +16,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,35 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, FileError> {
         bytes,
         meta,
     }))
+}
+
+/// Held while one run reads, edits and writes, so two runs of this tool
+/// (say a configuration-management agent and an operator) cannot interleave.
+/// Editors that do not take it are caught by the re-check before the rename.
+#[derive(Debug)]
+pub struct DirLock {
+    _dir: File,
+}
+
+/// Takes an exclusive `flock` on the directory holding `path` (after
+/// resolving symlinks); `None` when that directory does not exist yet.
+pub fn lock_dir(path: &Path) -> Result<Option<DirLock>, FileError> {
+    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = parent_dir(&real);
+    let read_err = |source| FileError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let f = match File::open(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    // SAFETY: flock on a file descriptor owned by `f`, which outlives the call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(read_err(io::Error::last_os_error()));
+    }
+    Ok(Some(DirLock { _dir: f }))
 }
 
 /// Where the previous content is kept.
@@ -242,6 +272,24 @@ fn same_file_state(a: &Metadata, b: &Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dir_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlaybd.json");
+        let try_lock = || {
+            let f = File::open(dir.path()).unwrap();
+            // SAFETY: flock on a descriptor owned by `f`.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+        };
+        let held = lock_dir(&path).unwrap().expect("directory exists");
+        assert!(!try_lock(), "second lock must fail while held");
+        drop(held);
+        assert!(try_lock());
+        assert!(lock_dir(&dir.path().join("no/such/file"))
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn replace_keeps_mode_and_writes_backup() {
