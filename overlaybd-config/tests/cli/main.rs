@@ -2,6 +2,7 @@
 //! with a module per concern.
 
 mod edits;
+mod generated;
 mod refusals;
 mod restart;
 mod status;
