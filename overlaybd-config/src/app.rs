@@ -278,8 +278,8 @@ fn status(path: &Path, timeout: Duration) -> Result<StatusReport, Error> {
         reachability: None,
         health: None,
     };
-    let enabled = p2p.enable == Some(serde_json::Value::Bool(true));
-    let endpoint = match p2p.address.as_ref().map(|a| a.as_str()) {
+    let enabled = p2p.enable() == Some(&serde_json::Value::Bool(true));
+    let endpoint = match p2p.address().map(|a| a.as_str()) {
         Some(Some(a)) => Endpoint::parse(a).map_err(|e| e.to_string()),
         Some(None) => Err("p2pConfig.address is not a string".to_string()),
         None => Endpoint::parse(OVERLAYBD_BUILTIN_ADDRESS).map_err(|e| e.to_string()),

@@ -49,12 +49,34 @@ pub struct Document {
     pub p2p: Option<(Member, ObjectSpan)>,
 }
 
-/// The two values the tool owns, as found in the file (absent = `None`).
+/// `p2pConfig` as found in the file: the whole object (so scripts see keys
+/// the tool does not own too), or `None` when absent.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct P2pState {
-    pub present: bool,
-    pub enable: Option<Value>,
-    pub address: Option<Value>,
+#[serde(transparent)]
+pub struct P2pState(pub Option<serde_json::Map<String, Value>>);
+
+impl P2pState {
+    pub fn present(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn enable(&self) -> Option<&Value> {
+        self.0.as_ref()?.get(ENABLE_KEY)
+    }
+
+    pub fn address(&self) -> Option<&Value> {
+        self.0.as_ref()?.get(ADDRESS_KEY)
+    }
+
+    /// Keys the tool does not own, in sorted order.
+    pub fn other_keys(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .flat_map(|m| m.keys())
+            .map(String::as_str)
+            .filter(|k| *k != ENABLE_KEY && *k != ADDRESS_KEY)
+            .collect()
+    }
 }
 
 impl Document {
@@ -95,12 +117,7 @@ impl Document {
     }
 
     pub fn state(&self) -> P2pState {
-        let obj = self.value.get(P2P_KEY).and_then(Value::as_object);
-        P2pState {
-            present: obj.is_some(),
-            enable: obj.and_then(|o| o.get(ENABLE_KEY)).cloned(),
-            address: obj.and_then(|o| o.get(ADDRESS_KEY)).cloned(),
-        }
+        P2pState(self.value.get(P2P_KEY).and_then(Value::as_object).cloned())
     }
 }
 
@@ -186,9 +203,10 @@ mod tests {
     fn state_reads_owned_values() {
         let d = Document::parse(r#"{"p2pConfig": {"enable": true, "other": 1}}"#).unwrap();
         let s = d.state();
-        assert!(s.present);
-        assert_eq!(s.enable, Some(Value::Bool(true)));
-        assert_eq!(s.address, None);
-        assert!(!Document::parse("{}").unwrap().state().present);
+        assert!(s.present());
+        assert_eq!(s.enable(), Some(&Value::Bool(true)));
+        assert_eq!(s.address(), None);
+        assert_eq!(s.other_keys(), ["other"]);
+        assert!(!Document::parse("{}").unwrap().state().present());
     }
 }

@@ -68,11 +68,16 @@ fn to_value(v: impl Serialize) -> Value {
 }
 
 fn p2p_text(p: &P2pState) -> String {
-    if !p.present {
+    if !p.present() {
         return "p2pConfig absent".to_string();
     }
-    let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_string(), Value::to_string);
-    format!("enable={} address={}", show(&p.enable), show(&p.address))
+    let show = |v: Option<&Value>| v.map_or("(unset)".to_string(), Value::to_string);
+    let mut out = format!("enable={} address={}", show(p.enable()), show(p.address()));
+    let others = p.other_keys();
+    if !others.is_empty() {
+        out.push_str(&format!(" (also: {})", others.join(", ")));
+    }
+    out
 }
 
 fn change_text(c: &ChangeReport) -> String {
@@ -110,7 +115,7 @@ fn status_text(s: &StatusReport) -> String {
     out.push_str(&format!("p2pConfig:  {}\n", p2p_text(&s.p2p)));
     if let Some(e) = &s.address_error {
         out.push_str(&format!("address:    invalid: {e}\n"));
-    } else if !matches!(&s.p2p.address, Some(Value::String(_))) {
+    } else if !matches!(s.p2p.address(), Some(Value::String(_))) {
         if let Some(a) = &s.checked_address {
             out.push_str(&format!(
                 "address:    not set; overlaybd's built-in default is {a}\n"

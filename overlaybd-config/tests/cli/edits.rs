@@ -135,12 +135,24 @@ fn unknown_keys_odd_spacing_and_key_order_survive() {
 fn p2p_with_its_own_extra_keys_keeps_them_and_gets_missing_owned_keys() {
     let text = "{\r\n  \"p2pConfig\": {\r\n    \"cacheSizeGB\": 8,\r\n    \"note\": \"kept\"\r\n  }\r\n}\r\n";
     let node = Node::with(text);
-    assert_eq!(node.run(&["enable"]).code, 0);
+    let v = node.run(&["enable", "--json"]).json();
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(
+        v["p2pConfig"]["cacheSizeGB"], 8,
+        "JSON shows the whole object"
+    );
+    assert_eq!(v["p2pConfig"]["note"], "kept");
     assert_eq!(
         node.read(),
         format!(
             "{{\r\n  \"p2pConfig\": {{\r\n    \"cacheSizeGB\": 8,\r\n    \"note\": \"kept\",\r\n    \"enable\": true,\r\n    \"address\": \"{DEFAULT_ADDRESS}\"\r\n  }}\r\n}}\r\n"
         )
+    );
+    let run = node.run(&["disable"]);
+    assert!(
+        run.stdout.contains("(also: cacheSizeGB, note)"),
+        "{}",
+        run.stdout
     );
 }
 
