@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::support::{fixture, replace_once, Node};
+use crate::support::{fixture, replace_once, ClosedPort, Node};
 
 struct Accelerator {
     port: u16,
@@ -86,14 +86,6 @@ fn node_with(enable: bool, address: &str) -> Node {
     ))
 }
 
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn enabled_and_healthy() {
     let acc = Accelerator::start("200 OK");
@@ -127,9 +119,10 @@ fn enabled_but_unhealthy() {
 
 #[test]
 fn enabled_but_unreachable_is_bypassed() {
+    let closed = ClosedPort::new();
     let node = node_with(
         true,
-        &format!("http://127.0.0.1:{}/accelerator", closed_port()),
+        &format!("http://127.0.0.1:{}/accelerator", closed.port),
     );
     let run = node.run(&["status"]);
     assert_eq!(run.code, 9, "{}", run.stdout);
@@ -139,9 +132,10 @@ fn enabled_but_unreachable_is_bypassed() {
 
 #[test]
 fn disabled_is_fine_whatever_the_accelerator_does() {
+    let closed = ClosedPort::new();
     let node = node_with(
         false,
-        &format!("http://127.0.0.1:{}/accelerator", closed_port()),
+        &format!("http://127.0.0.1:{}/accelerator", closed.port),
     );
     let run = node.run(&["status", "--json"]);
     assert_eq!(run.code, 0);
