@@ -149,3 +149,11 @@ fn usage_errors_exit_2() {
     assert_eq!(node.run(&["enable", "--no-such-flag"]).code, 2);
     assert_eq!(node.run(&["frobnicate"]).code, 2);
 }
+
+#[test]
+fn empty_and_non_utf8_files_are_invalid() {
+    refused(&Node::with(""), &["enable"], 5, "line 1, column 0");
+    let node = Node::with("");
+    fs::write(&node.config, b"{\"userAgent\": \"\xff\"}").unwrap();
+    refused(&node, &["enable"], 5, "not UTF-8");
+}

@@ -166,3 +166,15 @@ fn https_address_gets_the_tcp_check_only() {
         "no HTTP request to an https address"
     );
 }
+
+#[test]
+fn missing_address_is_checked_at_overlaybds_built_in_default() {
+    let node = Node::with("{\"p2pConfig\": {\"enable\": false}}");
+    let run = node.run(&["status", "--json"]);
+    assert_eq!(run.code, 0, "disabled: {}", run.stdout);
+    let v = run.json();
+    assert_eq!(v["checked_address"], "http://localhost:9731/accelerator");
+    assert_eq!(v["p2pConfig"], serde_json::json!({"enable": false}));
+    let text = node.run(&["status"]).stdout;
+    assert!(text.contains("built-in default"), "{text}");
+}
