@@ -5,9 +5,11 @@
 //! the new text, stop if it is identical (idempotent: no write, no backup, no
 //! restart), stop after the diff on `--dry-run`, refuse a read-only file,
 //! write, and only then restart. The directory lock is held from the read
-//! to the write, not during the restart. A restart runs only when the file changed,
-//! so re-running the same command from a configuration-management tool does
-//! not bounce overlaybd on every pass.
+//! to the write, not during the restart. A restart runs only when the file
+//! changed, so re-running the same command from a configuration-management
+//! tool does not bounce overlaybd on every pass. A failed restart does not
+//! roll the file back: the new file is valid, and the cause (a unit that does
+//! not start) is usually unrelated to the edit.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,7 +58,7 @@ fn restart_failed_message(report: &ChangeReport, r: &Restart) -> String {
         msg.push_str(&format!(" (previous file saved as {})", b.display()));
     }
     msg.push_str(&format!(
-        " but restarting {unit} failed: {}. overlaybd keeps its old settings until it restarts; \
+        " but restarting {unit} failed: {}. overlaybd may be stopped or still on the old settings; \
          check `journalctl -u {unit}`, then run `systemctl restart {unit}` \
          (or `service {unit} restart`)",
         r.summary()

@@ -195,9 +195,10 @@ mod tests {
     #[test]
     fn missing_keys_are_appended_in_the_objects_style() {
         let t = "{\n\t\"p2pConfig\": {\n\t\t\"k\": 1\n\t}\n}\n";
+        let added = format!(",\n\t\t\"enable\": true,\n\t\t\"address\": \"{A}\"");
         assert_eq!(
             edit(t, true, Some(A)),
-            format!("{{\n\t\"p2pConfig\": {{\n\t\t\"k\": 1,\n\t\t\"enable\": true,\n\t\t\"address\": \"{A}\"\n\t}}\n}}\n")
+            t.replacen("1", &format!("1{added}"), 1)
         );
     }
 
@@ -207,9 +208,10 @@ mod tests {
             edit("{\n  \"p2pConfig\": {}\n}", false, None),
             "{\n  \"p2pConfig\": {\n    \"enable\": false\n  }\n}"
         );
+        let inner = format!("{{\n    \"enable\": true,\n    \"address\": \"{A}\"\n  }}");
         assert_eq!(
             edit("{}\n", true, Some(A)),
-            format!("{{\n  \"p2pConfig\": {{\n    \"enable\": true,\n    \"address\": \"{A}\"\n  }}\n}}\n")
+            format!("{{\n  \"p2pConfig\": {inner}\n}}\n")
         );
     }
 

@@ -28,13 +28,13 @@ pub const CREATE_MODE: u32 = 0o644;
 
 #[derive(Debug, Error)]
 pub enum FileError {
-    #[error("{}: file not found{}", .path.display(), if *.can_create { " (pass --create to create it)" } else { "" })]
+    #[error("{}: file not found{}", .path.display(), create_hint(*.can_create))]
     Missing { path: PathBuf, can_create: bool },
     #[error("{0}: not a regular file")]
     NotRegular(PathBuf),
     #[error("{path}: cannot read: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("{path}: read-only (mode {mode:04o}); make it writable (chmod u+w) if the change is intended")]
+    #[error("{path}: read-only (mode {mode:04o}); chmod u+w first if the change is intended")]
     ReadOnlyMode { path: PathBuf, mode: u32 },
     #[error("{path}: not writable: {source}")]
     NotWritable { path: PathBuf, source: io::Error },
@@ -42,6 +42,14 @@ pub enum FileError {
     Write { path: PathBuf, source: io::Error },
     #[error("{0}: changed by another writer during the edit; file unchanged, run again")]
     ChangedMeanwhile(PathBuf),
+}
+
+fn create_hint(can_create: bool) -> &'static str {
+    if can_create {
+        " (pass --create to create it)"
+    } else {
+        ""
+    }
 }
 
 /// The file as read, with what is needed to replace it faithfully.

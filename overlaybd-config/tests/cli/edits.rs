@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use crate::support::{fixture, replace_once, Node, DEFAULT_ADDRESS};
+use crate::support::{fixture, lines, replace_once, Node, DEFAULT_ADDRESS};
 
 const SHIPPED_P2P: &str = "\"enable\": false,\n    \"address\": \"localhost:19145/dadip2p\"";
 
@@ -73,28 +73,39 @@ fn disable_keeps_the_address_and_disable_of_disabled_is_a_no_op() {
 
 #[test]
 fn compact_one_line_file() {
-    let text = r#"{"logConfig":{"logLevel":1},"p2pConfig":{"enable":false,"address":"localhost:19145/dadip2p"},"ioEngine":0}"#;
-    let node = Node::with(text);
+    let p2p_before = r#""p2pConfig":{"enable":false,"address":"localhost:19145/dadip2p"}"#;
+    let p2p_after = format!(r#""p2pConfig":{{"enable":true,"address":"{DEFAULT_ADDRESS}"}}"#);
+    let text = format!(r#"{{"logConfig":{{"logLevel":1}},{p2p_before},"ioEngine":0}}"#);
+    let node = Node::with(&text);
     assert_eq!(node.run(&["enable"]).code, 0);
-    assert_eq!(
-        node.read(),
-        format!(
-            r#"{{"logConfig":{{"logLevel":1}},"p2pConfig":{{"enable":true,"address":"{DEFAULT_ADDRESS}"}},"ioEngine":0}}"#
-        )
-    );
+    assert_eq!(node.read(), replace_once(&text, p2p_before, &p2p_after));
 }
 
 #[test]
 fn tab_indented_file_without_p2p_gets_a_tab_indented_p2p() {
-    let node =
-        Node::with("{\n\t\"ioEngine\": 0,\n\t\"download\": {\n\t\t\"enable\": true\n\t}\n}\n");
+    let node = Node::with(&lines(&[
+        "{",
+        "\t\"ioEngine\": 0,",
+        "\t\"download\": {",
+        "\t\t\"enable\": true",
+        "\t}",
+        "}",
+    ]));
     assert_eq!(node.run(&["enable"]).code, 0);
-    assert_eq!(
-        node.read(),
-        format!(
-            "{{\n\t\"ioEngine\": 0,\n\t\"download\": {{\n\t\t\"enable\": true\n\t}},\n\t\"p2pConfig\": {{\n\t\t\"enable\": true,\n\t\t\"address\": \"{DEFAULT_ADDRESS}\"\n\t}}\n}}\n"
-        )
-    );
+    let address = format!("\t\t\"address\": \"{DEFAULT_ADDRESS}\"");
+    let expected = lines(&[
+        "{",
+        "\t\"ioEngine\": 0,",
+        "\t\"download\": {",
+        "\t\t\"enable\": true",
+        "\t},",
+        "\t\"p2pConfig\": {",
+        "\t\t\"enable\": true,",
+        &address,
+        "\t}",
+        "}",
+    ]);
+    assert_eq!(node.read(), expected);
 }
 
 #[test]
@@ -107,14 +118,18 @@ fn shipped_file_without_p2p_gets_it_appended_in_two_space_style() {
     );
     let node = Node::with(&without);
     assert_eq!(node.run(&["enable"]).code, 0);
-    let tail = "    \"address\": \"http://127.0.0.1:9862\"\n  }\n}\n";
-    let expected = replace_once(
-        &without,
-        tail,
-        &format!(
-            "    \"address\": \"http://127.0.0.1:9862\"\n  }},\n  \"p2pConfig\": {{\n    \"enable\": true,\n    \"address\": \"{DEFAULT_ADDRESS}\"\n  }}\n}}\n"
-        ),
-    );
+    let tail = lines(&["    \"address\": \"http://127.0.0.1:9862\"", "  }", "}"]);
+    let address = format!("    \"address\": \"{DEFAULT_ADDRESS}\"");
+    let new_tail = lines(&[
+        "    \"address\": \"http://127.0.0.1:9862\"",
+        "  },",
+        "  \"p2pConfig\": {",
+        "    \"enable\": true,",
+        &address,
+        "  }",
+        "}",
+    ]);
+    let expected = replace_once(&without, &tail, &new_tail);
     assert_eq!(node.read(), expected);
 }
 
@@ -133,8 +148,16 @@ fn unknown_keys_odd_spacing_and_key_order_survive() {
 
 #[test]
 fn p2p_with_its_own_extra_keys_keeps_them_and_gets_missing_owned_keys() {
-    let text = "{\r\n  \"p2pConfig\": {\r\n    \"cacheSizeGB\": 8,\r\n    \"note\": \"kept\"\r\n  }\r\n}\r\n";
-    let node = Node::with(text);
+    let text = lines(&[
+        "{",
+        "  \"p2pConfig\": {",
+        "    \"cacheSizeGB\": 8,",
+        "    \"note\": \"kept\"",
+        "  }",
+        "}",
+    ])
+    .replace('\n', "\r\n");
+    let node = Node::with(&text);
     let v = node.run(&["enable", "--json"]).json();
     assert_eq!(v["exit_code"], 0);
     assert_eq!(
@@ -142,12 +165,18 @@ fn p2p_with_its_own_extra_keys_keeps_them_and_gets_missing_owned_keys() {
         "JSON shows the whole object"
     );
     assert_eq!(v["p2pConfig"]["note"], "kept");
-    assert_eq!(
-        node.read(),
-        format!(
-            "{{\r\n  \"p2pConfig\": {{\r\n    \"cacheSizeGB\": 8,\r\n    \"note\": \"kept\",\r\n    \"enable\": true,\r\n    \"address\": \"{DEFAULT_ADDRESS}\"\r\n  }}\r\n}}\r\n"
-        )
-    );
+    let address = format!("    \"address\": \"{DEFAULT_ADDRESS}\"");
+    let expected = lines(&[
+        "{",
+        "  \"p2pConfig\": {",
+        "    \"cacheSizeGB\": 8,",
+        "    \"note\": \"kept\",",
+        "    \"enable\": true,",
+        &address,
+        "  }",
+        "}",
+    ]);
+    assert_eq!(node.read(), expected.replace('\n', "\r\n"));
     let run = node.run(&["disable"]);
     assert!(
         run.stdout.contains("(also: cacheSizeGB, note)"),
@@ -217,10 +246,16 @@ fn create_makes_a_minimal_file_once() {
     assert_eq!(fs::metadata(&node.config).unwrap().mode() & 0o777, 0o644);
     assert!(!node.backup().exists());
     assert_eq!(node.run(&["enable", "--create"]).code, 0);
-    assert_eq!(
-        node.read(),
-        format!("{{\n  \"p2pConfig\": {{\n    \"enable\": true,\n    \"address\": \"{DEFAULT_ADDRESS}\"\n  }}\n}}\n")
-    );
+    let address = format!("    \"address\": \"{DEFAULT_ADDRESS}\"");
+    let expected = lines(&[
+        "{",
+        "  \"p2pConfig\": {",
+        "    \"enable\": true,",
+        &address,
+        "  }",
+        "}",
+    ]);
+    assert_eq!(node.read(), expected);
 }
 
 #[test]

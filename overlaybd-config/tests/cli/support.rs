@@ -133,6 +133,11 @@ impl Node {
     }
 }
 
+/// The lines joined with `\n`, with a final `\n`.
+pub fn lines(lines: &[&str]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
 /// `text` with exactly one occurrence of `from` replaced by `to`.
 pub fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
