@@ -1,0 +1,318 @@
+//! The three commands, from validated flags to a report, with every refusal
+//! happening before anything is written.
+//!
+//! Order of a change: check the address, read and parse the file, compute
+//! the new text, stop if it is identical (idempotent: no write, no backup, no
+//! restart), stop after the diff on `--dry-run`, refuse a read-only file,
+//! write, and only then restart. The directory lock is held from the read
+//! to the write, not during the restart. A restart runs only when the file
+//! changed, so re-running the same command from a configuration-management
+//! tool does not bounce overlaybd on every pass. A failed restart does not
+//! roll the file back: the new file is valid, and the cause (a unit that does
+//! not start) is usually unrelated to the edit.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::address::{AddressError, Endpoint, Scheme};
+use crate::cli::{ChangeArgs, Cli, Command};
+use crate::document::{Document, DocumentError, P2pState};
+use crate::edit::{self, Desired, EditError};
+use crate::exit::Exit;
+use crate::file::{self, FileError};
+use crate::probe::{self, Health, Reachability};
+use crate::restart::{self, Restart};
+
+/// Content the edit starts from when `--create` makes a new file.
+const EMPTY_CONFIG: &str = "{}\n";
+
+/// What overlaybd uses when p2pConfig has no address (its compiled-in default).
+pub const OVERLAYBD_BUILTIN_ADDRESS: &str = "http://localhost:9731/accelerator";
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{path}: {source}")]
+    Document {
+        path: PathBuf,
+        source: DocumentError,
+    },
+    #[error("{path}: refusing to write: {source}")]
+    Edit { path: PathBuf, source: EditError },
+    #[error("{}", restart_failed_message(.0, .1))]
+    RestartFailed(Box<ChangeReport>, Restart),
+}
+
+/// Says what happened and what the operator can do next.
+fn restart_failed_message(report: &ChangeReport, r: &Restart) -> String {
+    let config = report.config.display();
+    let unit = &r.service;
+    let mut msg = format!("{config} was updated");
+    if let Some(b) = &report.backup {
+        msg.push_str(&format!(" (previous file saved as {})", b.display()));
+    }
+    msg.push_str(&format!(
+        " but restarting {unit} failed: {}. overlaybd may be stopped or still on the old settings; \
+         check `journalctl -u {unit}`, then run `systemctl restart {unit}` \
+         (or `service {unit} restart`)",
+        r.summary()
+    ));
+    if let Some(b) = &report.backup {
+        msg.push_str(&format!(
+            ", or put the previous file back with `cp -p {} {config}`",
+            b.display()
+        ));
+    }
+    msg
+}
+
+impl Error {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Address(_) => Exit::InvalidAddress,
+            Error::File(FileError::Missing { .. }) => Exit::ConfigMissing,
+            Error::File(FileError::NotRegular(_) | FileError::Read { .. }) => Exit::Failure,
+            Error::File(FileError::ReadOnlyMode { .. } | FileError::NotWritable { .. }) => {
+                Exit::NotWritable
+            }
+            Error::File(FileError::Write { .. } | FileError::ChangedMeanwhile(_)) => {
+                Exit::WriteFailed
+            }
+            Error::Document { .. } => Exit::ConfigInvalid,
+            Error::Edit { .. } => Exit::Failure,
+            Error::RestartFailed(..) => Exit::RestartFailed,
+        }
+    }
+}
+
+/// What `enable`/`disable` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeReport {
+    pub action: &'static str,
+    pub config: PathBuf,
+    pub changed: bool,
+    pub created: bool,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PathBuf>,
+    /// p2pConfig as it is (or, on a dry run, would be) after the command.
+    #[serde(rename = "p2pConfig")]
+    pub p2p: P2pState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+}
+
+/// Whether overlaybd would read through a working accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// p2pConfig absent or `enable` not true.
+    Disabled,
+    /// Enabled, reachable, and healthy (or https, where only TCP is checked).
+    Accelerated,
+    /// Enabled but overlaybd would go to the origin: bad address or no connect.
+    Bypassed,
+    /// Enabled and reachable, but the health check failed: reads would fail.
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub config: PathBuf,
+    #[serde(rename = "p2pConfig")]
+    pub p2p: P2pState,
+    pub verdict: Verdict,
+    /// The address the checks used: p2pConfig.address, or overlaybd's
+    /// built-in default when the key is absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+pub enum Outcome {
+    Change(ChangeReport),
+    Status(StatusReport),
+}
+
+impl Outcome {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Outcome::Status(s) if matches!(s.verdict, Verdict::Bypassed | Verdict::Unhealthy) => {
+                Exit::AcceleratorUnavailable
+            }
+            _ => Exit::Ok,
+        }
+    }
+}
+
+pub fn run(cli: &Cli) -> Result<Outcome, Error> {
+    match &cli.command {
+        Command::Enable { address, change: c } => {
+            Endpoint::parse(address)?;
+            let want = Desired {
+                enable: true,
+                address: Some(address.clone()),
+            };
+            change(&cli.config, "enable", &want, c).map(Outcome::Change)
+        }
+        Command::Disable { change: c } => {
+            let want = Desired {
+                enable: false,
+                address: None,
+            };
+            change(&cli.config, "disable", &want, c).map(Outcome::Change)
+        }
+        Command::Status { timeout } => {
+            status(&cli.config, Duration::from_secs(*timeout)).map(Outcome::Status)
+        }
+    }
+}
+
+fn change(
+    path: &Path,
+    action: &'static str,
+    want: &Desired,
+    args: &ChangeArgs,
+) -> Result<ChangeReport, Error> {
+    let lock = file::lock_dir(path)?;
+    let loaded = file::load(path)?;
+    if loaded.is_none() && !args.create {
+        return Err(FileError::Missing {
+            path: path.to_path_buf(),
+            can_create: true,
+        }
+        .into());
+    }
+    let real = loaded
+        .as_ref()
+        .map_or(path, |l| l.path.as_path())
+        .to_path_buf();
+    let old = match &loaded {
+        Some(l) => Document::parse_bytes(&l.bytes),
+        None => Document::parse(EMPTY_CONFIG),
+    }
+    .map_err(|source| Error::Document {
+        path: real.clone(),
+        source,
+    })?;
+    let after = edit::apply(&old, want).map_err(|source| Error::Edit {
+        path: real.clone(),
+        source,
+    })?;
+    let new_text = &after.text;
+    let created = loaded.is_none();
+    let changed = created || *new_text != old.text;
+    let mut report = ChangeReport {
+        action,
+        config: real.clone(),
+        changed,
+        created,
+        dry_run: args.dry_run,
+        backup: None,
+        p2p: after.state(),
+        diff: changed.then(|| unified_diff(&real, created, &old.text, new_text)),
+        restart: None,
+    };
+    if !changed || args.dry_run {
+        if let Some(l) = &loaded {
+            if changed {
+                file::check_writable(l)?;
+            }
+        }
+        return Ok(report);
+    }
+    match &loaded {
+        Some(l) => report.backup = Some(file::replace(l, new_text.as_bytes())?),
+        None => file::create(&real, new_text.as_bytes())?,
+    }
+    drop(lock);
+    tracing::info!(config = %real.display(), action, "p2pConfig written");
+    if args.restart {
+        let r = restart::restart(&args.service, restart::TIMEOUT);
+        report.restart = Some(r.clone());
+        if !r.ok {
+            return Err(Error::RestartFailed(Box::new(report), r));
+        }
+    }
+    Ok(report)
+}
+
+fn unified_diff(path: &Path, created: bool, old: &str, new: &str) -> String {
+    let name = path.display().to_string();
+    let from = if created { "/dev/null" } else { &name };
+    let old = if created { "" } else { old };
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(from, &name)
+        .to_string()
+}
+
+fn status(path: &Path, timeout: Duration) -> Result<StatusReport, Error> {
+    let loaded = file::load(path)?.ok_or_else(|| FileError::Missing {
+        path: path.to_path_buf(),
+        can_create: false,
+    })?;
+    let doc = Document::parse_bytes(&loaded.bytes).map_err(|source| Error::Document {
+        path: loaded.path.clone(),
+        source,
+    })?;
+    let p2p = doc.state();
+    let mut report = StatusReport {
+        config: loaded.path.clone(),
+        p2p: p2p.clone(),
+        verdict: Verdict::Disabled,
+        checked_address: None,
+        address_error: None,
+        reachability: None,
+        health: None,
+    };
+    let enabled = p2p.enable() == Some(&serde_json::Value::Bool(true));
+    let endpoint = match p2p.address().map(|a| a.as_str()) {
+        Some(Some(a)) => Endpoint::parse(a).map_err(|e| e.to_string()),
+        Some(None) => Err("p2pConfig.address is not a string".to_string()),
+        None => Endpoint::parse(OVERLAYBD_BUILTIN_ADDRESS).map_err(|e| e.to_string()),
+    };
+    let endpoint = match endpoint {
+        Ok(e) => e,
+        Err(e) => {
+            report.address_error = Some(e);
+            if enabled {
+                report.verdict = Verdict::Bypassed;
+            }
+            return Ok(report);
+        }
+    };
+    report.checked_address = Some(endpoint.to_string());
+    let reach = probe::tcp_check(&endpoint, timeout);
+    let health = if reach.reachable {
+        probe::health_check(&endpoint, timeout)
+    } else {
+        Health::not_checked(&endpoint, "not checked: no TCP connection")
+    };
+    if enabled {
+        report.verdict = if !reach.reachable {
+            Verdict::Bypassed
+        } else if health.ok || endpoint.scheme == Scheme::Https {
+            Verdict::Accelerated
+        } else {
+            Verdict::Unhealthy
+        };
+    }
+    report.reachability = Some(reach);
+    report.health = Some(health);
+    Ok(report)
+}
