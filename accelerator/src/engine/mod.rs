@@ -19,7 +19,7 @@
 mod blob_slots;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -38,6 +38,8 @@ pub use stream::BodyStream;
 
 /// Blobs whose sequential position is remembered for read-ahead.
 const SEQUENTIAL_MEMORY: usize = 1024;
+/// Downloaded pieces remembered until their first read, for the bytes-by-source figures.
+const FRESH_MEMORY: usize = 4096;
 
 /// Why a read failed, in a form every waiter of a shared download can hold.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,7 +120,9 @@ pub struct Engine {
     slots: blob_slots::BlobSlots,
     /// Last byte served per blob, to tell sequential readers from random ones.
     positions: Mutex<HashMap<BlobId, u64>>,
-    verifying: Mutex<std::collections::HashSet<BlobId>>,
+    verifying: Mutex<HashSet<BlobId>>,
+    /// Pieces downloaded ahead of their first reader: that read still counts as origin bytes.
+    fresh: Mutex<HashSet<PieceId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,7 +145,8 @@ impl Engine {
             cfg,
             flights: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
-            verifying: Mutex::new(Default::default()),
+            verifying: Mutex::new(HashSet::new()),
+            fresh: Mutex::new(HashSet::new()),
         })
     }
 
@@ -239,7 +244,12 @@ impl Engine {
             }) {
                 Decision::Read => {
                     if let Some(piece) = cached {
-                        return Ok((piece, Source::Cache));
+                        let source = if lock(&self.fresh).remove(&id) {
+                            Source::Origin
+                        } else {
+                            Source::Cache
+                        };
+                        return Ok((piece, source));
                     }
                 }
                 Decision::Join | Decision::Fetch(_) => {
@@ -255,6 +265,7 @@ impl Engine {
                         return Err(e);
                     }
                     if let Some(piece) = self.cache.lookup(&id) {
+                        lock(&self.fresh).remove(&id);
                         return Ok((piece, Source::Origin));
                     }
                     // Evicted between the download and this read: fetch again.
@@ -322,6 +333,13 @@ impl Engine {
             write_started.elapsed(),
         );
         committed?;
+        {
+            let mut fresh = lock(&self.fresh);
+            if fresh.len() >= FRESH_MEMORY {
+                fresh.clear();
+            }
+            fresh.insert(id.clone());
+        }
         self.after_commit(blob);
         Ok(())
     }
