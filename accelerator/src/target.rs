@@ -107,18 +107,7 @@ impl Target {
 
     /// The URL with its query replaced by a marker, for logs: signatures never reach a log.
     pub fn redacted(&self) -> String {
-        redact(&self.uri)
-    }
-}
-
-/// `uri` as text with any query string replaced by `<redacted>`.
-pub fn redact(uri: &Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("");
-    let host = uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let path = uri.path();
-    match uri.query() {
-        Some(_) => format!("{scheme}://{host}{path}?<redacted>"),
-        None => format!("{scheme}://{host}{path}"),
+        crate::telemetry::redact_url(&self.uri.to_string())
     }
 }
 

@@ -28,7 +28,7 @@ pub use connect::TlsSetupError;
 use connect::{client_tls, PolicyResolver};
 
 use crate::target::{Policy, TargetError};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{redact_url, Telemetry};
 
 /// Redirect hops followed, as many as overlaybd follows itself.
 pub const MAX_REDIRECTS: usize = 8;
@@ -272,7 +272,11 @@ impl Origin {
                 if next.authority() != current.authority() || next.scheme() != current.scheme() {
                     auth = None;
                 }
-                tracing::debug!(from = %crate::target::redact(&current), to = %crate::target::redact(&next), "upstream redirect");
+                tracing::debug!(
+                    from = %redact_url(&current.to_string()),
+                    to = %redact_url(&next.to_string()),
+                    "upstream redirect"
+                );
                 current = next;
                 continue;
             }
