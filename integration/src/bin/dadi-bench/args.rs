@@ -17,6 +17,10 @@ pub struct Args {
     /// Piece size passed to dadi-p2p as --piece-size (its default when absent).
     #[arg(long, value_parser = parse_size)]
     pub piece_size: Option<u64>,
+    /// Downstream throughput cap given to dadi-p2p as --throttle-mb (0: none, so that the
+    /// serving path itself is measured rather than the token bucket).
+    #[arg(long, default_value_t = 0)]
+    pub throttle_mb: u64,
     /// Cache capacity given to dadi-p2p.
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     pub cache_capacity: u64,

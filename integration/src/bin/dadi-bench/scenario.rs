@@ -40,6 +40,7 @@ const SEED: u64 = 0x5eed;
 pub struct Summary {
     pub blob_size: u64,
     pub piece_size: Option<u64>,
+    pub throttle_mb: u64,
     pub cache_capacity: u64,
     pub cores: usize,
     pub generator_threads: usize,
@@ -160,6 +161,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
     Ok(Summary {
         blob_size: blob.size,
         piece_size: args.piece_size,
+        throttle_mb: args.throttle_mb,
         cache_capacity: args.cache_capacity,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         generator_threads: args.generator_threads,
@@ -222,9 +224,11 @@ async fn put_blob(
 
 fn start_accelerator(bin: &std::path::Path, args: &Args) -> Result<Accelerator> {
     let mut opts = AcceleratorOptions::new(bin)
-        .env("RUST_LOG", "warn")
+        .env("DADI_P2P_LOG", "warn")
         .arg("--cache-capacity")
-        .arg(args.cache_capacity.to_string());
+        .arg(args.cache_capacity.to_string())
+        .arg("--throttle-mb")
+        .arg(args.throttle_mb.to_string());
     if let Some(piece) = args.piece_size {
         opts = opts.arg("--piece-size").arg(piece.to_string());
     }
