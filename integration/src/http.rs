@@ -20,7 +20,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::process::split_loopback_url;
+pub use crate::process::split_loopback_url;
 use crate::{HarnessError, Result};
 
 /// Upper bound for one request including its whole body.

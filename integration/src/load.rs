@@ -6,7 +6,6 @@
 //! error (and is not counted as served bytes). Offsets of random reads come from a seeded
 //! generator, so two targets see the same sequence.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,11 +105,6 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadResult> {
         max_us: latencies.last().copied().unwrap_or(0),
         capped: requests < spec.requests,
     })
-}
-
-/// Addresses `url` resolves to, for callers that open their own connections.
-pub fn loopback_addr(url: &str) -> Result<SocketAddr> {
-    Ok(split_loopback_url(url)?.0)
 }
 
 fn percentile(sorted: &[u64], pct: f64) -> u64 {

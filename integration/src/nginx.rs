@@ -12,6 +12,13 @@
 //!   operator would pick without a P2P accelerator; the baseline of the benchmark.
 //!
 //! Both roles expose `GET /-/ready` answering 200, used as the readiness probe.
+//!
+//! `tcp_nopush` (on in Debian's stock nginx.conf) is left off: with it, 64 KiB answers from
+//! cached slices on keep-alive connections stall about 40 ms each (the corked tail waits for a
+//! delayed ACK), which would make the baseline look far worse than a tuned nginx.
+//!
+//! If the harness process dies without unwinding, the master gets its parent-death signal but
+//! nginx's workers outlive it until killed by hand.
 
 use std::path::Path;
 use std::process::Command;
@@ -119,7 +126,6 @@ http {{
   access_log off;
   default_type application/octet-stream;
   sendfile on;
-  tcp_nopush on;
   tcp_nodelay on;
   keepalive_timeout 120s;
   keepalive_requests 1000000;

@@ -4,7 +4,10 @@
 //! (nginx workers, for instance). Its stdout and stderr go to files in a directory the caller
 //! owns, opened in append mode so that a restarted process keeps the earlier output. Drop kills
 //! the group with SIGKILL and reaps the child; when the thread is panicking it first prints the
-//! tail of both files, because that is the output a failing test needs.
+//! tail of both files, because that is the output a failing test needs. When the harness itself
+//! is killed no destructor runs, so the child also gets Linux's parent-death signal (SIGKILL):
+//! that signal fires when the *thread* that spawned the child ends, so start processes from a
+//! thread that outlives them (a test's own thread, not a short-lived blocking-pool thread).
 //!
 //! Readiness is a blocking HTTP/1.0 probe over a plain `TcpStream` with short timeouts, polled
 //! a bounded number of times, so it works from plain and async tests without a runtime.
@@ -67,6 +70,16 @@ impl ProcessGuard {
             .stdout(append(&stdout)?)
             .stderr(append(&stderr)?)
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches only the forked child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
         let child = cmd
             .spawn()
             .map_err(|source| HarnessError::Spawn { program, source })?;
@@ -310,7 +323,7 @@ pub(crate) fn probe(url: &str, authorization: Option<&str>) -> Result<u16> {
 }
 
 /// Splits `http://127.x.y.z:port/path` into a socket address and a path; refuses anything else.
-pub(crate) fn split_loopback_url(url: &str) -> Result<(SocketAddr, String)> {
+pub fn split_loopback_url(url: &str) -> Result<(SocketAddr, String)> {
     let uri: http::Uri = url.parse().map_err(|e| HarnessError::http(url, e))?;
     if uri.scheme_str() != Some("http") {
         return Err(HarnessError::http(url, "only http:// is supported"));

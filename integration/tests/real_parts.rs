@@ -13,6 +13,7 @@ use dadi_p2p_integration::{
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
+const SIGKILL: i32 = 9;
 
 fn small_image(dir: &Path) -> OciImage {
     let layers = [
@@ -254,4 +255,76 @@ fn accelerator_that_exits_at_start_is_reported_with_its_output() {
         }
         other => panic!("unexpected error {other}"),
     }
+}
+
+/// A stand-in daemon in Python that takes the same flags as dadi-p2p and answers /healthz;
+/// it exercises the launcher's process control, not any dadi-p2p behaviour.
+const STAND_IN: &str = r#"#!/usr/bin/env python3
+import http.server, os, signal, sys
+args = sys.argv[1:]
+listen = args[args.index("--listen") + 1]
+cache = args[args.index("--cache-dir") + 1]
+with open(os.path.join(cache, "starts"), "a") as f:
+    f.write(f"{os.getpid()} {' '.join(args)}\n")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+host, port = listen.rsplit(":", 1)
+http.server.HTTPServer((host, int(port)), H).serve_forever()
+"#;
+
+#[test]
+fn launcher_restarts_on_the_same_port_and_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("stand-in");
+    std::fs::write(&script, STAND_IN).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let opts = AcceleratorOptions::new(&script)
+        .config_yaml("cache:\n  capacity: 1Gi\n")
+        .arg("--piece-size")
+        .arg("1048576");
+    let mut acc = Accelerator::start(opts).unwrap();
+    let port = acc.port();
+    let first_pid = acc.pid().unwrap();
+    assert!(acc.peak_rss_kib().unwrap() > 0);
+    assert!(acc.cpu_seconds().unwrap() >= 0.0);
+    assert_eq!(
+        acc.accelerator_url("http://127.0.0.1:1/v2/a/blobs/sha256:00"),
+        format!("http://127.0.0.1:{port}/accelerator/http://127.0.0.1:1/v2/a/blobs/sha256:00")
+    );
+
+    let status = acc.kill9().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(SIGKILL));
+    assert!(acc.pid().is_err());
+    acc.restart().unwrap();
+    assert_eq!(acc.port(), port);
+    assert_ne!(acc.pid().unwrap(), first_pid);
+    let status = acc.terminate().unwrap();
+    assert_eq!(status.code(), Some(0));
+    acc.restart().unwrap();
+
+    let starts = std::fs::read_to_string(acc.cache_dir().join("starts")).unwrap();
+    let lines: Vec<&str> = starts.lines().collect();
+    assert_eq!(lines.len(), 3, "{starts}");
+    for line in &lines {
+        assert!(
+            line.contains(&format!("--listen 127.0.0.1:{port}")),
+            "{line}"
+        );
+        assert!(line.contains("--config "), "{line}");
+        assert!(line.ends_with("--piece-size 1048576"), "{line}");
+    }
+    let config_arg = lines[0].split("--config ").nth(1).unwrap();
+    let config_path = config_arg.split(' ').next().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(config_path).unwrap(),
+        "cache:\n  capacity: 1Gi\n"
+    );
 }

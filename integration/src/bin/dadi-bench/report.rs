@@ -1,0 +1,89 @@
+//! The human table and the JSON file of a benchmark run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::scenario::Summary;
+
+/// A fixed-width table of the headline figures and the warm matrix.
+pub fn table(s: &Summary) -> String {
+    let mut out = String::new();
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    let _ = writeln!(
+        out,
+        "blob {} MiB, piece {}, {} cores shared by generator ({} threads) and servers",
+        s.blob_size >> 20,
+        s.piece_size.map_or("default".to_owned(), |p| p.to_string()),
+        s.cores,
+        s.generator_threads
+    );
+    let _ = writeln!(
+        out,
+        "setup: generate {:.1} s, {} {:.1} s",
+        s.generate_seconds, s.push, s.push_seconds
+    );
+    let _ = writeln!(
+        out,
+        "direct seq 1 MiB {:.0} MB/s, plain GET {:.0} MB/s",
+        s.direct_mbps, s.direct_get_mbps
+    );
+    let _ = writeln!(
+        out,
+        "cold dadi-p2p {} MB/s (x{} of direct), nginx-cache cold {:.0} MB/s (x{:.2})",
+        opt(s.cold_mbps),
+        opt(s.cold_vs_direct),
+        s.nginx_cold_mbps,
+        s.nginx_cold_vs_direct
+    );
+    let _ = writeln!(
+        out,
+        "dadi-p2p peak RSS {} MiB, CPU s/GiB cold {} warm {}",
+        opt(s.peak_rss_mib),
+        opt(s.cpu_seconds_per_gib_cold),
+        opt(s.cpu_seconds_per_gib_warm)
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<13} {:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6} {:>7}",
+        "target",
+        "pattern",
+        "conns",
+        "requests",
+        "MB/s",
+        "p50 us",
+        "p99 us",
+        "errors",
+        "capped",
+        "gen cpu"
+    );
+    for c in &s.matrix {
+        let r = &c.result;
+        let _ = writeln!(
+            out,
+            "{:<13} {:<8} {:>5} {:>9} {:>9.0} {:>9} {:>9} {:>7} {:>6} {:>7.2}",
+            c.target,
+            c.pattern,
+            c.connections,
+            r.requests,
+            r.mbps,
+            r.p50_us,
+            r.p99_us,
+            r.errors,
+            if r.capped { "yes" } else { "no" },
+            c.generator_cpu_seconds
+        );
+    }
+    out
+}
+
+/// Writes the summary as one JSON object (one line) to `path`, creating its directory.
+pub fn write_json(s: &Summary, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let mut line = serde_json::to_string(s).context("serialize summary")?;
+    line.push('\n');
+    std::fs::write(path, line).with_context(|| format!("write {}", path.display()))
+}
