@@ -89,21 +89,30 @@ pub fn is_p2p_host(host: &str, endpoint: &Endpoint) -> bool {
         .is_some_and(|l| l.eq_ignore_ascii_case(&endpoint.label))
 }
 
+/// Decides what becomes of a registry host (`host` or `host:port`); a rewrite yields the P2P
+/// host with its port.
+pub fn rewrite_host(host: &str, registries: &[HostPattern], endpoint: &Endpoint) -> Outcome {
+    if is_p2p_host(host, endpoint) {
+        return Outcome::AlreadyP2p;
+    }
+    let bare = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+    if !registries.iter().any(|p| p.matches(&bare)) {
+        return Outcome::NotListed;
+    }
+    match p2p_host(host, endpoint) {
+        Ok(p2p) => Outcome::Rewritten(p2p),
+        Err(why) => Outcome::Unsupported(why),
+    }
+}
+
 /// Decides what becomes of `image` under the given registry list and endpoint.
 pub fn rewrite(image: &str, registries: &[HostPattern], endpoint: &Endpoint) -> Outcome {
     let Some((host, rest)) = split(image) else {
         return Outcome::Unsupported("not a valid image reference");
     };
-    if is_p2p_host(&host, endpoint) {
-        return Outcome::AlreadyP2p;
-    }
-    let bare = host.split(':').next().unwrap_or(&host).to_ascii_lowercase();
-    if !registries.iter().any(|p| p.matches(&bare)) {
-        return Outcome::NotListed;
-    }
-    match p2p_host(&host, endpoint) {
-        Ok(p2p) => Outcome::Rewritten(format!("{p2p}/{rest}")),
-        Err(why) => Outcome::Unsupported(why),
+    match rewrite_host(&host, registries, endpoint) {
+        Outcome::Rewritten(p2p) => Outcome::Rewritten(format!("{p2p}/{rest}")),
+        other => other,
     }
 }
 

@@ -51,7 +51,10 @@ fn replace(path: String, value: &str) -> Value {
 }
 
 /// Container lists in the order they appear in the Pod spec, as `(kind, [(name, image)])`.
-fn containers(pod: &Pod) -> Vec<(&'static str, Vec<(String, Option<String>)>)> {
+/// `(name, image)` of each container in one list.
+type Named = Vec<(String, Option<String>)>;
+
+fn containers(pod: &Pod) -> Vec<(&'static str, Named)> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
     };
