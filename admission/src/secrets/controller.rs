@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
@@ -52,7 +52,7 @@ pub enum SecretError {
 pub enum Reconciled {
     Created,
     Replaced,
-    Recreated,
+    TypeChanged,
     UpToDate,
     NotOurs,
     SourceMissing,
@@ -63,7 +63,7 @@ impl Reconciled {
         match self {
             Self::Created => "created",
             Self::Replaced => "updated",
-            Self::Recreated => "recreated",
+            Self::TypeChanged => "type-changed",
             Self::UpToDate => "current",
             Self::NotOurs => "not-managed",
             Self::SourceMissing => "source-missing",
@@ -176,11 +176,7 @@ impl SecretController {
                 call(api.replace(&name, &pp, &s)).await?;
                 Reconciled::Replaced
             }
-            Action::Recreate(s) => {
-                call(api.delete(&name, &DeleteParams::default())).await?;
-                call(api.create(&pp, &s)).await?;
-                Reconciled::Recreated
-            }
+            Action::TypeChanged => Reconciled::TypeChanged,
             Action::UpToDate => Reconciled::UpToDate,
             Action::NotOurs => Reconciled::NotOurs,
         })
@@ -193,11 +189,9 @@ impl SecretController {
                 if done != Reconciled::SourceMissing {
                     tracker.done(&r);
                 }
-                let level_info = matches!(
-                    done,
-                    Reconciled::Created | Reconciled::Replaced | Reconciled::Recreated
-                );
-                if level_info {
+                if done == Reconciled::TypeChanged {
+                    tracing::warn!(namespace = %r.namespace, secret = %r.name, "original changed type; delete its p2p copy to have it made again");
+                } else if matches!(done, Reconciled::Created | Reconciled::Replaced) {
                     tracing::info!(namespace = %r.namespace, secret = %r.name, result = done.as_str(), "p2p pull secret");
                 } else {
                     tracing::debug!(namespace = %r.namespace, secret = %r.name, result = done.as_str(), "p2p pull secret");

@@ -34,8 +34,9 @@ pub enum Action {
     Create(Secret),
     /// Replace the managed copy; carries the existing `resourceVersion`.
     Replace(Secret),
-    /// The type changed, which the API forbids in place: delete, then create.
-    Recreate(Secret),
+    /// The original's type changed, which the API forbids changing in place; the copy must be
+    /// deleted (by an operator: this binary may not delete Secrets) to be made again.
+    TypeChanged,
     UpToDate,
     /// A Secret with the copy's name exists and is not managed here.
     NotOurs,
@@ -100,7 +101,7 @@ pub fn decide(desired: Secret, existing: Option<&Secret>) -> Action {
         return Action::NotOurs;
     }
     if existing.type_ != desired.type_ {
-        return Action::Recreate(desired);
+        return Action::TypeChanged;
     }
     let same = existing.data == desired.data
         && existing.metadata.owner_references == desired.metadata.owner_references
@@ -187,7 +188,7 @@ mod tests {
         assert_eq!(r.data, want.data);
         let mut retyped = want.clone();
         retyped.type_ = Some(DOCKER_CFG.into());
-        assert!(matches!(decide(want, Some(&retyped)), Action::Recreate(_)));
+        assert_eq!(decide(want, Some(&retyped)), Action::TypeChanged);
     }
 
     #[test]
