@@ -1,1 +1,166 @@
-fn main() {}
+//! `dadi-p2p-admission`: flags, tracing, start-up and shutdown around the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use dadi_p2p_admission::config::{self, Endpoint, Settings};
+use dadi_p2p_admission::secrets::controller::SecretController;
+use dadi_p2p_admission::{metrics::Metrics, namespaces::NamespaceCache, server, tls, webhook};
+use tokio::sync::{mpsc, watch};
+
+/// Settings could not be used.
+const EXIT_CONFIG: u8 = 2;
+/// Start-up or serving failed.
+const EXIT_RUNTIME: u8 = 1;
+/// Pull secret requests waiting for the controller.
+const SECRET_QUEUE: usize = 1024;
+
+/// Mutating webhook that points selected Pods at the node's P2P endpoint.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address the HTTPS server listens on.
+    #[arg(
+        long,
+        env = "DADI_P2P_ADMISSION_LISTEN",
+        default_value = "0.0.0.0:9443"
+    )]
+    listen: SocketAddr,
+    /// PEM certificate chain; reloaded when it changes.
+    #[arg(
+        long,
+        env = "DADI_P2P_ADMISSION_TLS_CERT",
+        default_value = "/etc/dadi-p2p-admission/tls/tls.crt"
+    )]
+    tls_cert: PathBuf,
+    /// PEM private key; reloaded when it changes.
+    #[arg(
+        long,
+        env = "DADI_P2P_ADMISSION_TLS_KEY",
+        default_value = "/etc/dadi-p2p-admission/tls/tls.key"
+    )]
+    tls_key: PathBuf,
+    /// Registries whose images are rewritten: comma-separated `host`, `*.domain` or `*`.
+    #[arg(long, env = "DADI_P2P_REGISTRIES", default_value = "*")]
+    registries: String,
+    /// Port of the P2P endpoint on every node.
+    #[arg(long, env = "DADI_P2P_PORT", default_value_t = config::DEFAULT_P2P_PORT)]
+    p2p_port: u16,
+    /// Label inserted after the first label of the registry host.
+    #[arg(long, env = "DADI_P2P_LABEL", default_value = config::DEFAULT_P2P_LABEL)]
+    p2p_label: String,
+    /// Label key (on Pods or namespaces) that turns acceleration on.
+    #[arg(long, env = "DADI_P2P_SELECTOR_KEY", default_value = config::DEFAULT_SELECTOR_KEY)]
+    selector_key: String,
+    /// Value of the selector label that turns acceleration on.
+    #[arg(long, env = "DADI_P2P_SELECTOR_VALUE", default_value = config::DEFAULT_SELECTOR_VALUE)]
+    selector_value: String,
+}
+
+impl Args {
+    fn settings(&self) -> Result<Settings, config::ConfigError> {
+        let settings = Settings {
+            selector_key: self.selector_key.clone(),
+            selector_value: self.selector_value.clone(),
+            registries: Settings::parse_registries(&self.registries)?,
+            endpoint: Endpoint {
+                label: self.p2p_label.clone(),
+                port: self.p2p_port,
+            },
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(error) => {
+            eprintln!("dadi-p2p-admission: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    match rt
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args, settings)))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "stopped");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let cert =
+        tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), metrics.clone())
+            .context("serving certificate")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("kubernetes client")?;
+    let settings = Arc::new(settings);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (secret_tx, secret_rx) = mpsc::channel(SECRET_QUEUE);
+    let controller = SecretController::new(client.clone(), settings.clone(), metrics.clone());
+    let controller = tokio::spawn(controller.run(secret_rx, stopped(stop_rx.clone())));
+    let namespaces = Arc::new(NamespaceCache::start(client));
+    let hook = webhook::Webhook::new(
+        settings.clone(),
+        namespaces,
+        Some(secret_tx),
+        metrics.clone(),
+    );
+    let app = Arc::new(server::App {
+        webhook: hook,
+        metrics,
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(listen = %args.listen, registries = %args.registries, p2p_port = settings.endpoint.port, "listening");
+    server::serve(
+        listener,
+        Arc::new(Arc::new(cert).server_config()),
+        app,
+        stopped(stop_rx),
+    )
+    .await;
+    let _ = controller.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,19 @@
+//! `dadi-p2p-admission`: a mutating webhook that points selected Pods at the node's P2P
+//! endpoint, and the controller that keeps the P2P copies of their pull secrets.
+//!
+//! Request path: [`server`] (HTTPS, certificate reload) → [`review`] (AdmissionReview wire
+//! format) → [`webhook`] (decision) → [`select`] (labels) and [`mutate`] (JSONPatch) over
+//! [`image`] (reference rewriting). [`secrets`] runs beside it and talks to the API server.
+
+pub mod config;
+pub mod image;
+pub mod metrics;
+pub mod mutate;
+pub mod namespaces;
+pub mod p2p_config;
+pub mod review;
+pub mod secrets;
+pub mod select;
+pub mod server;
+pub mod tls;
+pub mod webhook;

@@ -1,0 +1,110 @@
+//! The webhook's own Prometheus counters, served at `GET /metrics`.
+//!
+//! Names follow the Prometheus conventions under the `dadi_p2p_admission_` prefix; the
+//! `DADIP2P_*` family belongs to the node accelerator, not to this process.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+/// Cloning shares the counters.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reviews: Family<Outcome, Counter>,
+    images_rewritten: Counter,
+    images_skipped: Counter,
+    secret_copies: Family<Outcome, Counter>,
+    cert_reloads: Family<Outcome, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("dadi_p2p_admission");
+        let reviews = Family::<Outcome, Counter>::default();
+        r.register(
+            "reviews",
+            "Admission reviews answered, by outcome",
+            reviews.clone(),
+        );
+        let images_rewritten = Counter::default();
+        r.register(
+            "images_rewritten",
+            "Container images pointed at the P2P endpoint",
+            images_rewritten.clone(),
+        );
+        let images_skipped = Counter::default();
+        r.register(
+            "images_skipped",
+            "Images of listed registries left alone because the endpoint cannot carry them",
+            images_skipped.clone(),
+        );
+        let secret_copies = Family::<Outcome, Counter>::default();
+        r.register(
+            "secret_copies",
+            "P2P pull secret reconciliations, by outcome",
+            secret_copies.clone(),
+        );
+        let cert_reloads = Family::<Outcome, Counter>::default();
+        r.register(
+            "certificate_reloads",
+            "Serving certificate reloads from disk, by outcome",
+            cert_reloads.clone(),
+        );
+        Self {
+            registry: Arc::new(r),
+            reviews,
+            images_rewritten,
+            images_skipped,
+            secret_copies,
+            cert_reloads,
+        }
+    }
+
+    fn inc(family: &Family<Outcome, Counter>, outcome: &str) {
+        family
+            .get_or_create(&Outcome {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn review(&self, outcome: &str) {
+        Self::inc(&self.reviews, outcome);
+    }
+
+    pub fn images(&self, rewritten: usize, skipped: usize) {
+        self.images_rewritten.inc_by(rewritten as u64);
+        self.images_skipped.inc_by(skipped as u64);
+    }
+
+    pub fn secret_copy(&self, outcome: &str) {
+        Self::inc(&self.secret_copies, outcome);
+    }
+
+    pub fn cert_reload(&self, outcome: &str) {
+        Self::inc(&self.cert_reloads, outcome);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
