@@ -174,6 +174,20 @@ impl PieceRef {
     }
 }
 
+/// Another pin on the same piece, e.g. one per waiter on a shared download.
+impl Clone for PieceRef {
+    fn clone(&self) -> Self {
+        self.inner.index().pin_again(self.slot);
+        PieceRef {
+            inner: self.inner.clone(),
+            id: self.id.clone(),
+            slot: self.slot,
+            gen: self.gen,
+            len: self.len,
+        }
+    }
+}
+
 impl std::fmt::Debug for PieceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PieceRef({}, {} bytes)", self.id, self.len)
@@ -345,7 +359,8 @@ impl Cache {
         PieceWriter::begin(self.inner.clone(), id, len)
     }
 
-    /// Records a blob's total size, durably across restarts (temp file, then rename).
+    /// Records a blob's total size, durably (temp file, then rename). It survives a restart
+    /// when at least one piece of the blob is cached by then.
     pub fn set_blob_size(&self, blob: &BlobId, size: u64) -> Result<(), CacheError> {
         let l = &self.inner.layout;
         let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);

@@ -486,6 +486,122 @@ async fn remove_blob_waits_for_pins(io: IoBackend) {
     assert!(cache.lookup(&pid("a", 0)).is_some());
 }
 
+async fn clones_pin_too(io: IoBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir, 64 << 20, io).await;
+    let p = put(&cache, "a", 0, P).await;
+    let path = piece_path(&cache, &p);
+    let q = p.clone();
+    cache.remove_blob(&blob("a"));
+    drop(p);
+    assert!(path.exists(), "the clone still pins it");
+    assert_eq!(read_all(&cache, &q).await.unwrap(), pattern("a", 0, P));
+    drop(q);
+    assert!(!path.exists());
+}
+
+async fn sizes_without_pieces_are_forgotten_at_open(io: IoBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir, 64 << 20, io).await;
+    cache.set_blob_size(&blob("lonely"), 5).unwrap();
+    cache.set_blob_size(&blob("kept"), 10).unwrap();
+    drop(put(&cache, "kept", 0, 10).await);
+    assert_eq!(cache.blob_size(&blob("lonely")), Some(5));
+    drop(cache);
+    let cache = open(&dir, 64 << 20, io).await;
+    assert_eq!(cache.blob_size(&blob("lonely")), None);
+    assert!(!dir.path().join("v1/blobs/lonely").exists());
+    assert_eq!(cache.blob_size(&blob("kept")), Some(10));
+}
+
+const KILL9_DIR: &str = "DADI_P2P_CACHE_KILL9_DIR";
+const KILL9_IO: &str = "DADI_P2P_CACHE_KILL9_IO";
+const KILL9_PIECES: u64 = 20;
+
+/// Entry point of the child process that [`survives_kill_9`] starts and kills; without the
+/// environment it sets, this does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_child() {
+    let Ok(dir) = std::env::var(KILL9_DIR) else {
+        return;
+    };
+    let io = match std::env::var(KILL9_IO).as_deref() {
+        Ok("io_uring") => IoBackend::IoUring,
+        _ => IoBackend::Pread,
+    };
+    let cfg = CacheConfig {
+        dir: dir.into(),
+        capacity: 64 << 20,
+        io,
+    };
+    let cache = Cache::open(cfg).await.unwrap();
+    cache.set_blob_size(&blob("k"), KILL9_PIECES * P).unwrap();
+    for i in 0..KILL9_PIECES {
+        drop(put(&cache, "k", i, P).await);
+        println!("committed {i}");
+    }
+    let mut w = cache.begin(pid("k", KILL9_PIECES), P).unwrap();
+    w.write(&pattern("k", KILL9_PIECES, P)[..P as usize / 2])
+        .await
+        .unwrap();
+    println!("mid-write");
+    // Wait to be killed; returns only if the parent went away first.
+    let _ = std::io::stdin().read_line(&mut String::new());
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn survives_kill_9(io: IoBackend) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let name = if io == IoBackend::IoUring {
+        "io_uring"
+    } else {
+        "pread"
+    };
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "cache::tests::kill9_child", "--nocapture"])
+        .env(KILL9_DIR, dir.path())
+        .env(KILL9_IO, name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut committed = 0;
+    for line in out.lines() {
+        let line = line.unwrap();
+        if line.starts_with("committed ") {
+            committed += 1;
+        } else if line == "mid-write" {
+            break;
+        }
+    }
+    assert_eq!(committed, KILL9_PIECES, "child stopped early");
+    child.0.kill().unwrap(); // SIGKILL: no destructor, no flush
+    child.0.wait().unwrap();
+
+    let cache = open(&dir, 64 << 20, io).await;
+    assert_eq!(tmp_entries(&dir), 0, "the interrupted write left nothing");
+    assert_eq!(cache.stats().pieces, KILL9_PIECES);
+    assert!(cache.has_all_pieces(&blob("k"), KILL9_PIECES));
+    assert!(cache.lookup(&pid("k", KILL9_PIECES)).is_none());
+    assert_eq!(cache.blob_size(&blob("k")), Some(KILL9_PIECES * P));
+    for i in 0..KILL9_PIECES {
+        let p = cache.lookup(&pid("k", i)).unwrap();
+        assert_eq!(read_all(&cache, &p).await.unwrap(), pattern("k", i, P));
+    }
+}
+
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
         mod pread {
@@ -522,4 +638,7 @@ for_each_backend!(
     verify_detects_wrong_piece_lengths,
     reopen_shrinks_in_saved_lru_order,
     remove_blob_waits_for_pins,
+    clones_pin_too,
+    sizes_without_pieces_are_forgotten_at_open,
+    survives_kill_9,
 );
