@@ -236,11 +236,10 @@ impl Inner {
             return Ok(open);
         }
         let path = self.layout.piece(&piece.id.blob, piece.id.index, piece.gen);
-        let file = Arc::new(
-            tokio::task::spawn_blocking(move || File::open(path))
-                .await
-                .map_err(std::io::Error::other)??,
-        );
+        // Opened inline: the dentry is hot (every piece file was listed at open or written
+        // since), so this is a microsecond syscall, where a hop to the blocking pool costs
+        // milliseconds of tail latency under load.
+        let file = Arc::new(File::open(path)?);
         let page = self
             .io
             .read_at(file.clone(), 0, HEADER_LEN as usize)
