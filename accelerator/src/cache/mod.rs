@@ -13,7 +13,8 @@
 //! `<index>` and `<gen>` are hex. The generation is unique per file within the cache (a
 //! counter restarted above the highest one found at open), so a piece rewritten after
 //! corruption gets a new file name while readers of the old one keep reading the old file,
-//! and the open-file cache can never confuse the two. The header format is in [`format`].
+//! and the open-file cache can never confuse the two. The header format is in the `format`
+//! module.
 //!
 //! # Why per-chunk crc32c
 //!
@@ -48,9 +49,10 @@
 //!
 //! # I/O
 //!
-//! Positioned reads and writes by default, io_uring when asked ([`io`] explains both).
-//! Descriptors are kept in a bounded LRU ([`files`]): a warm hit then costs one read and
-//! no `open`/`close` pair or header read.
+//! Positioned reads and writes by default, io_uring when asked (the `io` module explains both).
+//! Descriptors are kept in a bounded LRU (the `files` module): a warm hit then costs one read and
+//! no `open`/`close` pair or header read. The index lock is held only for bookkeeping;
+//! files are unlinked after it is released.
 
 mod error;
 mod files;
@@ -213,7 +215,8 @@ impl Inner {
             let path = self.layout.piece(&g.blob, g.index, g.gen);
             if let Err(e) = std::fs::remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(blob = %g.blob, piece = g.index, error = %e, "cannot delete piece");
+                    let (blob, piece) = (&g.blob, g.index);
+                    tracing::warn!(%blob, piece, error = %e, "cannot delete piece");
                 }
             }
         }
@@ -262,7 +265,8 @@ impl Inner {
     /// Records a piece as corrupt: dropped from the index now, its file deleted once
     /// unpinned.
     fn corrupt(&self, piece: &PieceRef, why: &dyn std::fmt::Display) -> CacheError {
-        tracing::warn!(blob = %piece.id.blob, piece = piece.id.index, reason = %why, "corrupt piece dropped");
+        let (blob, index) = (&piece.id.blob, piece.id.index);
+        tracing::warn!(%blob, piece = index, reason = %why, "corrupt piece dropped");
         self.files.forget(piece.gen);
         let gone = self.index().mark_corrupt(piece.slot, piece.gen);
         self.delete(gone);

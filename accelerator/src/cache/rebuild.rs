@@ -6,8 +6,9 @@
 //! exactly header plus length long; anything else under `blobs/` is deleted. Two files for
 //! the same piece (a crash between a replacement's rename and the old file's deletion)
 //! keep the newer generation. A blob size with no piece beside it is forgotten, so sizes
-//! of blobs that left the cache do not pile up over restarts. The order of eviction comes from the saved LRU file where it
-//! names a piece, then from file modification time (older is colder).
+//! of blobs that left the cache do not pile up over restarts. The order of eviction comes
+//! from the saved LRU file where it names a piece, then from file modification time (older
+//! is colder).
 
 use std::collections::HashMap;
 use std::fs;
@@ -142,7 +143,7 @@ fn check_piece(blob: &BlobId, name: &str, path: &Path) -> Option<Found> {
     let h = Header::decode(&page).ok()?;
     let ok = h.index == index && h.gen == gen && meta.len() == HEADER_LEN + h.len;
     if !ok {
-        tracing::warn!(blob = %blob, piece = index, "dropping piece whose header or length is wrong");
+        tracing::warn!(%blob, piece = index, "dropping piece with a bad header or length");
         return None;
     }
     Some(Found {

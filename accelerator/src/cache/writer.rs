@@ -159,7 +159,8 @@ impl PieceWriter {
         self.reserved = 0;
         self.broken = false;
         self.inner.delete(replaced);
-        tracing::debug!(blob = %self.id.blob, piece = self.id.index, bytes = self.len, "piece committed");
+        let (blob, piece, bytes) = (&self.id.blob, self.id.index, self.len);
+        tracing::debug!(%blob, piece, bytes, "piece committed");
         Ok(self.inner.pin_ref(self.id.clone(), pinned))
     }
 }

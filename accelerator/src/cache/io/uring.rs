@@ -4,10 +4,10 @@
 //! `submit_and_wait` sleeps until either a file operation completes or a sender writes the
 //! eventfd; nothing polls. Senders write the eventfd only when the thread has said it is
 //! about to sleep (a `parked` flag set before its last look at the channel), so a busy
-//! ring costs no extra syscall per request. Buffers and files live in the thread's slot table until their
-//! completion is reaped, so a caller that gives up early cannot free memory the kernel is
-//! still writing. Short transfers are resubmitted for the remainder, so callers see the
-//! same exact-length contract as `pread`/`pwrite`.
+//! ring costs no extra syscall per request. Buffers and files live in the thread's slot
+//! table until their completion is reaped, so a caller that gives up early cannot free
+//! memory the kernel is still writing. Short transfers are resubmitted for the remainder,
+//! so callers see the same exact-length contract as `pread`/`pwrite`.
 //!
 //! If the kernel refuses io_uring (too old, `kernel.io_uring_disabled`, a seccomp filter),
 //! [`Ring::start`] fails with the kernel's error and the cache reports it at open.
