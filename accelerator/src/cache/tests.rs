@@ -518,13 +518,11 @@ const KILL9_DIR: &str = "DADI_P2P_CACHE_KILL9_DIR";
 const KILL9_IO: &str = "DADI_P2P_CACHE_KILL9_IO";
 const KILL9_PIECES: u64 = 20;
 
-/// Entry point of the child process that [`survives_kill_9`] starts and kills; without the
-/// environment it sets, this does nothing.
+/// Entry point of the child process that [`survives_kill_9`] starts and kills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run only as the child process of survives_kill_9"]
 async fn kill9_child() {
-    let Ok(dir) = std::env::var(KILL9_DIR) else {
-        return;
-    };
+    let dir = std::env::var(KILL9_DIR).expect("started by survives_kill_9");
     let io = match std::env::var(KILL9_IO).as_deref() {
         Ok("io_uring") => IoBackend::IoUring,
         _ => IoBackend::Pread,
@@ -568,7 +566,12 @@ async fn survives_kill_9(io: IoBackend) {
         "pread"
     };
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "cache::tests::kill9_child", "--nocapture"])
+        .args([
+            "--exact",
+            "cache::tests::kill9_child",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(KILL9_DIR, dir.path())
         .env(KILL9_IO, name)
         .stdin(Stdio::piped())
@@ -600,6 +603,36 @@ async fn survives_kill_9(io: IoBackend) {
         let p = cache.lookup(&pid("k", i)).unwrap();
         assert_eq!(read_all(&cache, &p).await.unwrap(), pattern("k", i, P));
     }
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Cache>();
+    send_sync::<PieceRef>();
+    send_sync::<PieceWriter>();
+    // The futures must be spawnable on a multi-threaded runtime.
+    let _ = |c: Arc<Cache>, p: PieceRef, mut w: PieceWriter| async move {
+        let r = c.read(&p, 0, 1);
+        send(&r);
+        let _ = r.await;
+        let v = c.verify_sha256(&p.id.blob, 1, "");
+        send(&v);
+        let _ = v.await;
+        let wr = w.write(&[]);
+        send(&wr);
+        let _ = wr.await;
+        let cm = w.commit();
+        send(&cm);
+        let fl = c.flush();
+        send(&fl);
+        send(&Cache::open(CacheConfig {
+            dir: PathBuf::new(),
+            capacity: 0,
+            io: IoBackend::Pread,
+        }));
+    };
 }
 
 macro_rules! for_each_backend {
