@@ -45,10 +45,19 @@ async fn open(dir: &tempfile::TempDir, capacity: u64, io: IoBackend) -> Arc<Cach
 
 /// Writes a piece in uneven slices and commits it.
 async fn put(cache: &Cache, b: &str, i: u64, len: u64) -> PieceRef {
+    put_sliced(cache, b, i, len, &[50_000]).await
+}
+
+/// Writes a piece in slices of the given sizes, cycling through them.
+async fn put_sliced(cache: &Cache, b: &str, i: u64, len: u64, sizes: &[usize]) -> PieceRef {
     let data = pattern(b, i, len);
     let mut w = cache.begin(pid(b, i), len).unwrap();
-    for part in data.chunks(50_000) {
-        w.write(part).await.unwrap();
+    let (mut at, mut k) = (0, 0);
+    while at < data.len() {
+        let n = sizes[k % sizes.len()].min(data.len() - at);
+        w.write(&data[at..at + n]).await.unwrap();
+        assert_eq!(w.written(), (at + n) as u64);
+        (at, k) = (at + n, k + 1);
     }
     w.commit().await.unwrap()
 }
@@ -96,8 +105,18 @@ async fn round_trip(io: IoBackend) {
         let past = cache.read(&p, len, 1).await;
         assert!(matches!(past, Err(CacheError::OutOfRange { .. })));
     }
+    // Frames smaller than, equal to and straddling chunk boundaries, and empty ones.
+    let c = CHUNK as usize;
+    for (i, sizes) in [[1, 999, 16384, 0], [c, c - 1, 3 * c + 5, 2]]
+        .iter()
+        .enumerate()
+    {
+        let i = 10 + i as u64;
+        let p = put_sliced(&cache, "a", i, P, sizes).await;
+        assert_eq!(read_all(&cache, &p).await.unwrap(), pattern("a", i, P));
+    }
     let s = cache.stats();
-    assert_eq!(s.pieces, 5);
+    assert_eq!(s.pieces, 7);
     assert_eq!(s.reserved, 0);
     assert_eq!(tmp_entries(&dir), 0);
     assert!(matches!(
