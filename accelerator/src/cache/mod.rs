@@ -45,14 +45,26 @@
 //! so concurrent writers can never overshoot the capacity. Reads allocate only the chunks
 //! they cover (the requested length plus at most 128 KiB), so memory follows the number
 //! and size of concurrent reads, not piece or cache size. Callers streaming a large range
-//! should read it in slices (e.g. 256 KiB) rather than a whole piece at once.
+//! should read it in slices (e.g. 256 KiB) rather than a whole piece at once. The index
+//! costs about 80 bytes per piece (measured: 100,000 pieces grew the RSS by 7.5 MiB), so
+//! a 4 GiB cache of 2 MiB pieces needs well under a megabyte.
+//!
+//! Open reads the piece headers one after another: about 14 us per piece with a warm page
+//! cache (100,000 pieces in 1.4 s), so a cache of millions of small pieces opens in seconds.
 //!
 //! # I/O
 //!
-//! Positioned reads and writes by default, io_uring when asked (the `io` module explains both).
-//! Descriptors are kept in a bounded LRU (the `files` module): a warm hit then costs one read and
-//! no `open`/`close` pair or header read. The index lock is held only for bookkeeping;
-//! files are unlinked after it is released.
+//! Positioned reads and writes by default: page-cache hits are read inline with
+//! `preadv2(RWF_NOWAIT)`, everything else on tokio's blocking pool. With `IoBackend::IoUring`
+//! one ring is owned by a dedicated thread; requests reach it over a bounded channel, an
+//! eventfd read kept armed in the ring wakes it, and each answer goes back on a oneshot
+//! channel. If the kernel refuses io_uring, open fails with
+//! [`CacheError::IoUringUnavailable`] naming the kernel's error, and the caller decides
+//! whether to fall back to positioned I/O. The `io` module has the details of both.
+//!
+//! Descriptors are kept in a bounded LRU (the `files` module): a warm hit then costs one
+//! read and no `open`/`close` pair or header read. The index lock is held only for
+//! bookkeeping; files are unlinked after it is released.
 
 mod error;
 mod files;
