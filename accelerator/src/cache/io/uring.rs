@@ -9,6 +9,10 @@
 //! memory the kernel is still writing. Short transfers are resubmitted for the remainder,
 //! so callers see the same exact-length contract as `pread`/`pwrite`.
 //!
+//! One ring copies every buffered read on its own thread, one after another; spreading
+//! requests over a ring per core did not measurably help on the 2-core development machine,
+//! so it is not done.
+//!
 //! If the kernel refuses io_uring (too old, `kernel.io_uring_disabled`, a seccomp filter),
 //! [`Ring::start`] fails with the kernel's error and the cache reports it at open.
 
