@@ -194,6 +194,13 @@ impl Index {
         })
     }
 
+    /// Adds a pin to a piece already pinned by the caller (live or doomed).
+    pub fn pin_again(&mut self, slot: u32) {
+        let n = &mut self.nodes[slot as usize];
+        debug_assert!(n.pins > 0 && n.state != State::Free);
+        n.pins += 1;
+    }
+
     /// Drops one pin; returns the file to delete if the piece was doomed and this was the
     /// last pin.
     pub fn unpin(&mut self, slot: u32) -> Option<Gone> {
@@ -473,6 +480,11 @@ mod tests {
         ix.reserve(D).unwrap();
         let (_, replaced) = ix.insert(&id("a"), 1, 4, P, D, false);
         assert_eq!(replaced.unwrap().gen, 3);
+    }
+
+    #[test]
+    fn node_stays_compact() {
+        assert!(std::mem::size_of::<Node>() <= 40);
     }
 
     #[test]

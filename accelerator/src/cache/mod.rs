@@ -13,7 +13,8 @@
 //! `<index>` and `<gen>` are hex. The generation is unique per file within the cache (a
 //! counter restarted above the highest one found at open), so a piece rewritten after
 //! corruption gets a new file name while readers of the old one keep reading the old file,
-//! and the open-file cache can never confuse the two. The header format is in [`format`].
+//! and the open-file cache can never confuse the two. The header format is in the `format`
+//! module.
 //!
 //! # Why per-chunk crc32c
 //!
@@ -44,13 +45,26 @@
 //! so concurrent writers can never overshoot the capacity. Reads allocate only the chunks
 //! they cover (the requested length plus at most 128 KiB), so memory follows the number
 //! and size of concurrent reads, not piece or cache size. Callers streaming a large range
-//! should read it in slices (e.g. 256 KiB) rather than a whole piece at once.
+//! should read it in slices (e.g. 256 KiB) rather than a whole piece at once. The index
+//! costs about 80 bytes per piece (measured: 100,000 pieces grew the RSS by 7.5 MiB), so
+//! a 4 GiB cache of 2 MiB pieces needs well under a megabyte.
+//!
+//! Open reads the piece headers one after another: about 14 us per piece with a warm page
+//! cache (100,000 pieces in 1.4 s), so a cache of millions of small pieces opens in seconds.
 //!
 //! # I/O
 //!
-//! Positioned reads and writes by default, io_uring when asked ([`io`] explains both).
-//! Descriptors are kept in a bounded LRU ([`files`]): a warm hit then costs one read and
-//! no `open`/`close` pair or header read.
+//! Positioned reads and writes by default: page-cache hits are read inline with
+//! `preadv2(RWF_NOWAIT)`, everything else on tokio's blocking pool. With `IoBackend::IoUring`
+//! one ring is owned by a dedicated thread; requests reach it over a bounded channel, an
+//! eventfd read kept armed in the ring wakes it, and each answer goes back on a oneshot
+//! channel. If the kernel refuses io_uring, open fails with
+//! [`CacheError::IoUringUnavailable`] naming the kernel's error, and the caller decides
+//! whether to fall back to positioned I/O. The `io` module has the details of both.
+//!
+//! Descriptors are kept in a bounded LRU (the `files` module): a warm hit then costs one
+//! read and no `open`/`close` pair or header read. The index lock is held only for
+//! bookkeeping; files are unlinked after it is released.
 
 mod error;
 mod files;
@@ -174,6 +188,20 @@ impl PieceRef {
     }
 }
 
+/// Another pin on the same piece, e.g. one per waiter on a shared download.
+impl Clone for PieceRef {
+    fn clone(&self) -> Self {
+        self.inner.index().pin_again(self.slot);
+        PieceRef {
+            inner: self.inner.clone(),
+            id: self.id.clone(),
+            slot: self.slot,
+            gen: self.gen,
+            len: self.len,
+        }
+    }
+}
+
 impl std::fmt::Debug for PieceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PieceRef({}, {} bytes)", self.id, self.len)
@@ -199,7 +227,8 @@ impl Inner {
             let path = self.layout.piece(&g.blob, g.index, g.gen);
             if let Err(e) = std::fs::remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(blob = %g.blob, piece = g.index, error = %e, "cannot delete piece");
+                    let (blob, piece) = (&g.blob, g.index);
+                    tracing::warn!(%blob, piece, error = %e, "cannot delete piece");
                 }
             }
         }
@@ -222,11 +251,10 @@ impl Inner {
             return Ok(open);
         }
         let path = self.layout.piece(&piece.id.blob, piece.id.index, piece.gen);
-        let file = Arc::new(
-            tokio::task::spawn_blocking(move || File::open(path))
-                .await
-                .map_err(std::io::Error::other)??,
-        );
+        // Opened inline: the dentry is hot (every piece file was listed at open or written
+        // since), so this is a microsecond syscall, where a hop to the blocking pool costs
+        // milliseconds of tail latency under load.
+        let file = Arc::new(File::open(path)?);
         let page = self
             .io
             .read_at(file.clone(), 0, HEADER_LEN as usize)
@@ -249,7 +277,8 @@ impl Inner {
     /// Records a piece as corrupt: dropped from the index now, its file deleted once
     /// unpinned.
     fn corrupt(&self, piece: &PieceRef, why: &dyn std::fmt::Display) -> CacheError {
-        tracing::warn!(blob = %piece.id.blob, piece = piece.id.index, reason = %why, "corrupt piece dropped");
+        let (blob, index) = (&piece.id.blob, piece.id.index);
+        tracing::warn!(%blob, piece = index, reason = %why, "corrupt piece dropped");
         self.files.forget(piece.gen);
         let gone = self.index().mark_corrupt(piece.slot, piece.gen);
         self.delete(gone);
@@ -345,7 +374,8 @@ impl Cache {
         PieceWriter::begin(self.inner.clone(), id, len)
     }
 
-    /// Records a blob's total size, durably across restarts (temp file, then rename).
+    /// Records a blob's total size, durably (temp file, then rename). It survives a restart
+    /// when at least one piece of the blob is cached by then.
     pub fn set_blob_size(&self, blob: &BlobId, size: u64) -> Result<(), CacheError> {
         let l = &self.inner.layout;
         let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);

@@ -5,8 +5,10 @@
 //! name parses, its header checksum holds, the header agrees with the name and the file is
 //! exactly header plus length long; anything else under `blobs/` is deleted. Two files for
 //! the same piece (a crash between a replacement's rename and the old file's deletion)
-//! keep the newer generation. The order of eviction comes from the saved LRU file where it
-//! names a piece, then from file modification time (older is colder).
+//! keep the newer generation. A blob size with no piece beside it is forgotten, so sizes
+//! of blobs that left the cache do not pile up over restarts. The order of eviction comes
+//! from the saved LRU file where it names a piece, then from file modification time (older
+//! is colder).
 
 use std::collections::HashMap;
 use std::fs;
@@ -56,22 +58,14 @@ pub(super) fn rebuild(layout: Layout, capacity: u64) -> io::Result<(Index, u64, 
             }
         };
         let mut has_any = false;
+        let mut size_file = None;
         for f in fs::read_dir(e.path())? {
             let f = f?;
             let path = f.path();
             let fname = f.file_name();
             let fname = fname.to_str().unwrap_or("");
             if fname == "size" {
-                match fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| format::decode_size(&t))
-                {
-                    Some(size) => {
-                        index.set_blob_size(&blob, size);
-                        has_any = true;
-                    }
-                    None => remove_any(&path),
-                }
+                size_file = Some(path);
                 continue;
             }
             let Some(piece) = check_piece(&blob, fname, &path) else {
@@ -93,6 +87,16 @@ pub(super) fn rebuild(layout: Layout, capacity: u64) -> io::Result<(Index, u64, 
                 }
                 None => {
                     found.insert(key, piece);
+                }
+            }
+        }
+        // A size is kept only next to pieces, so blobs that left the cache do not pile up.
+        let size = size_file.as_ref().and_then(|p| fs::read_to_string(p).ok());
+        match size.and_then(|t| format::decode_size(&t)) {
+            Some(size) if has_any => index.set_blob_size(&blob, size),
+            _ => {
+                if let Some(p) = &size_file {
+                    remove_any(p);
                 }
             }
         }
@@ -139,7 +143,7 @@ fn check_piece(blob: &BlobId, name: &str, path: &Path) -> Option<Found> {
     let h = Header::decode(&page).ok()?;
     let ok = h.index == index && h.gen == gen && meta.len() == HEADER_LEN + h.len;
     if !ok {
-        tracing::warn!(blob = %blob, piece = index, "dropping piece whose header or length is wrong");
+        tracing::warn!(%blob, piece = index, "dropping piece with a bad header or length");
         return None;
     }
     Some(Found {

@@ -45,10 +45,19 @@ async fn open(dir: &tempfile::TempDir, capacity: u64, io: IoBackend) -> Arc<Cach
 
 /// Writes a piece in uneven slices and commits it.
 async fn put(cache: &Cache, b: &str, i: u64, len: u64) -> PieceRef {
+    put_sliced(cache, b, i, len, &[50_000]).await
+}
+
+/// Writes a piece in slices of the given sizes, cycling through them.
+async fn put_sliced(cache: &Cache, b: &str, i: u64, len: u64, sizes: &[usize]) -> PieceRef {
     let data = pattern(b, i, len);
     let mut w = cache.begin(pid(b, i), len).unwrap();
-    for part in data.chunks(50_000) {
-        w.write(part).await.unwrap();
+    let (mut at, mut k) = (0, 0);
+    while at < data.len() {
+        let n = sizes[k % sizes.len()].min(data.len() - at);
+        w.write(&data[at..at + n]).await.unwrap();
+        assert_eq!(w.written(), (at + n) as u64);
+        (at, k) = (at + n, k + 1);
     }
     w.commit().await.unwrap()
 }
@@ -96,8 +105,18 @@ async fn round_trip(io: IoBackend) {
         let past = cache.read(&p, len, 1).await;
         assert!(matches!(past, Err(CacheError::OutOfRange { .. })));
     }
+    // Frames smaller than, equal to and straddling chunk boundaries, and empty ones.
+    let c = CHUNK as usize;
+    for (i, sizes) in [[1, 999, 16384, 0], [c, c - 1, 3 * c + 5, 2]]
+        .iter()
+        .enumerate()
+    {
+        let i = 10 + i as u64;
+        let p = put_sliced(&cache, "a", i, P, sizes).await;
+        assert_eq!(read_all(&cache, &p).await.unwrap(), pattern("a", i, P));
+    }
     let s = cache.stats();
-    assert_eq!(s.pieces, 5);
+    assert_eq!(s.pieces, 7);
     assert_eq!(s.reserved, 0);
     assert_eq!(tmp_entries(&dir), 0);
     assert!(matches!(
@@ -486,6 +505,155 @@ async fn remove_blob_waits_for_pins(io: IoBackend) {
     assert!(cache.lookup(&pid("a", 0)).is_some());
 }
 
+async fn clones_pin_too(io: IoBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir, 64 << 20, io).await;
+    let p = put(&cache, "a", 0, P).await;
+    let path = piece_path(&cache, &p);
+    let q = p.clone();
+    cache.remove_blob(&blob("a"));
+    drop(p);
+    assert!(path.exists(), "the clone still pins it");
+    assert_eq!(read_all(&cache, &q).await.unwrap(), pattern("a", 0, P));
+    drop(q);
+    assert!(!path.exists());
+}
+
+async fn sizes_without_pieces_are_forgotten_at_open(io: IoBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir, 64 << 20, io).await;
+    cache.set_blob_size(&blob("lonely"), 5).unwrap();
+    cache.set_blob_size(&blob("kept"), 10).unwrap();
+    drop(put(&cache, "kept", 0, 10).await);
+    assert_eq!(cache.blob_size(&blob("lonely")), Some(5));
+    drop(cache);
+    let cache = open(&dir, 64 << 20, io).await;
+    assert_eq!(cache.blob_size(&blob("lonely")), None);
+    assert!(!dir.path().join("v1/blobs/lonely").exists());
+    assert_eq!(cache.blob_size(&blob("kept")), Some(10));
+}
+
+const KILL9_DIR: &str = "DADI_P2P_CACHE_KILL9_DIR";
+const KILL9_IO: &str = "DADI_P2P_CACHE_KILL9_IO";
+const KILL9_PIECES: u64 = 20;
+
+/// Entry point of the child process that [`survives_kill_9`] starts and kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run only as the child process of survives_kill_9"]
+async fn kill9_child() {
+    let dir = std::env::var(KILL9_DIR).expect("started by survives_kill_9");
+    let io = match std::env::var(KILL9_IO).as_deref() {
+        Ok("io_uring") => IoBackend::IoUring,
+        _ => IoBackend::Pread,
+    };
+    let cfg = CacheConfig {
+        dir: dir.into(),
+        capacity: 64 << 20,
+        io,
+    };
+    let cache = Cache::open(cfg).await.unwrap();
+    cache.set_blob_size(&blob("k"), KILL9_PIECES * P).unwrap();
+    for i in 0..KILL9_PIECES {
+        drop(put(&cache, "k", i, P).await);
+        println!("committed {i}");
+    }
+    let mut w = cache.begin(pid("k", KILL9_PIECES), P).unwrap();
+    w.write(&pattern("k", KILL9_PIECES, P)[..P as usize / 2])
+        .await
+        .unwrap();
+    println!("mid-write");
+    // Wait to be killed; returns only if the parent went away first.
+    let _ = std::io::stdin().read_line(&mut String::new());
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn survives_kill_9(io: IoBackend) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let name = if io == IoBackend::IoUring {
+        "io_uring"
+    } else {
+        "pread"
+    };
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cache::tests::kill9_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(KILL9_DIR, dir.path())
+        .env(KILL9_IO, name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut committed = 0;
+    for line in out.lines() {
+        let line = line.unwrap();
+        if line.starts_with("committed ") {
+            committed += 1;
+        } else if line == "mid-write" {
+            break;
+        }
+    }
+    assert_eq!(committed, KILL9_PIECES, "child stopped early");
+    child.0.kill().unwrap(); // SIGKILL: no destructor, no flush
+    child.0.wait().unwrap();
+
+    let cache = open(&dir, 64 << 20, io).await;
+    assert_eq!(tmp_entries(&dir), 0, "the interrupted write left nothing");
+    assert_eq!(cache.stats().pieces, KILL9_PIECES);
+    assert!(cache.has_all_pieces(&blob("k"), KILL9_PIECES));
+    assert!(cache.lookup(&pid("k", KILL9_PIECES)).is_none());
+    assert_eq!(cache.blob_size(&blob("k")), Some(KILL9_PIECES * P));
+    for i in 0..KILL9_PIECES {
+        let p = cache.lookup(&pid("k", i)).unwrap();
+        assert_eq!(read_all(&cache, &p).await.unwrap(), pattern("k", i, P));
+    }
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Cache>();
+    send_sync::<PieceRef>();
+    send_sync::<PieceWriter>();
+    // The futures must be spawnable on a multi-threaded runtime.
+    let _ = |c: Arc<Cache>, p: PieceRef, mut w: PieceWriter| async move {
+        let r = c.read(&p, 0, 1);
+        send(&r);
+        let _ = r.await;
+        let v = c.verify_sha256(&p.id.blob, 1, "");
+        send(&v);
+        let _ = v.await;
+        let wr = w.write(&[]);
+        send(&wr);
+        let _ = wr.await;
+        let cm = w.commit();
+        send(&cm);
+        let fl = c.flush();
+        send(&fl);
+        send(&Cache::open(CacheConfig {
+            dir: PathBuf::new(),
+            capacity: 0,
+            io: IoBackend::Pread,
+        }));
+    };
+}
+
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
         mod pread {
@@ -522,4 +690,7 @@ for_each_backend!(
     verify_detects_wrong_piece_lengths,
     reopen_shrinks_in_saved_lru_order,
     remove_blob_waits_for_pins,
+    clones_pin_too,
+    sizes_without_pieces_are_forgotten_at_open,
+    survives_kill_9,
 );

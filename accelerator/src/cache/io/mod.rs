@@ -2,6 +2,12 @@
 //! `pread`/`pwrite` on tokio's blocking pool (the default, works everywhere) and io_uring
 //! (one ring on a dedicated thread, for fast disks). Both take owned buffers and return
 //! owned buffers, so a cancelled caller never leaves the kernel writing into freed memory.
+//!
+//! Which is faster depends on where the bytes are. For page-cache hits the default wins:
+//! its inline `RWF_NOWAIT` read has no thread hand-off, while the ring's thread performs
+//! every buffered copy itself, one after another (on the 2-core development machine, warm
+//! 64 KiB reads with 16 readers: p50 17 us against about 400 us). io_uring earns its place
+//! when reads miss the page cache on fast disks and many reads are in flight at once.
 
 mod pread;
 mod uring;
