@@ -117,8 +117,20 @@ async fn stop_signal() {
     }
 }
 
+/// Lifts the soft open-file limit to the hard one: each connection and each cached piece
+/// file kept open takes a descriptor, and Debian's default soft limit is 1024.
+fn raise_fd_limit() {
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),

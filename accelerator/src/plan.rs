@@ -2,17 +2,16 @@
 //! should come from, whether a reader is sequential and what to fetch ahead of it.
 //!
 //! Nothing here does I/O or reads a clock, so every rule is tested on its own and the peer
-//! engine can add sources by extending [`Source`] and [`decide`] without touching the read
-//! path that carries out the decisions.
+//! engine can add sources by extending [`Remote`] and [`decide`]: the read path carries out
+//! whatever is decided through one match in the engine.
 
 use std::ops::RangeInclusive;
 
 use crate::range::Span;
 
-/// Where a piece's bytes can come from.
+/// Where a missing piece can be downloaded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Cache,
+pub enum Remote {
     Origin,
 }
 
@@ -30,8 +29,8 @@ pub enum Decision {
     Read,
     /// Another reader's download will bring it: wait for that one.
     Join,
-    /// Start a download from this source.
-    Fetch(Source),
+    /// Start a download from there.
+    Fetch(Remote),
 }
 
 pub fn decide(state: PieceState) -> Decision {
@@ -40,7 +39,7 @@ pub fn decide(state: PieceState) -> Decision {
         PieceState {
             in_flight: true, ..
         } => Decision::Join,
-        _ => Decision::Fetch(Source::Origin),
+        _ => Decision::Fetch(Remote::Origin),
     }
 }
 
@@ -108,7 +107,7 @@ mod tests {
                 cached: false,
                 in_flight: false
             }),
-            Decision::Fetch(Source::Origin)
+            Decision::Fetch(Remote::Origin)
         );
     }
 

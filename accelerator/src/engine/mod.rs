@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::cache::{BlobId, Cache, CacheError, PieceId, PieceRef, PieceWriter};
 use crate::origin::{Origin, OriginError, Sink};
-use crate::plan::{self, Decision, Layout, PieceState};
+use crate::plan::{self, Decision, Layout, PieceState, Remote};
 use crate::range::Span;
 use crate::target::{BlobKey, Target};
 use crate::telemetry::{AuditOp, Kind, Source, Telemetry};
@@ -221,10 +221,13 @@ impl Engine {
     /// Starts a download of `index` if it is neither cached nor already coming.
     fn prefetch(self: &Arc<Self>, blob: &Arc<Blob>, index: u64) {
         let id = PieceId::new(blob.id.clone(), index);
-        if self.cache.lookup(&id).is_some() {
-            return;
+        let state = PieceState {
+            cached: self.cache.lookup(&id).is_some(),
+            in_flight: lock(&self.flights).contains_key(&id),
+        };
+        if let Decision::Fetch(remote) = plan::decide(state) {
+            let _ = self.flight(blob, id, remote);
         }
-        let _ = self.flight(blob, id);
     }
 
     /// A pinned, cached piece: read now, or after the one download of it finishes; with where
@@ -252,8 +255,12 @@ impl Engine {
                         return Ok((piece, source));
                     }
                 }
-                Decision::Join | Decision::Fetch(_) => {
-                    let mut rx = self.flight(blob, id.clone());
+                decision @ (Decision::Join | Decision::Fetch(_)) => {
+                    let remote = match decision {
+                        Decision::Fetch(remote) => remote,
+                        _ => Remote::Origin,
+                    };
+                    let mut rx = self.flight(blob, id.clone(), remote);
                     let outcome = rx
                         .wait_for(|r| r.is_some())
                         .await
@@ -274,8 +281,13 @@ impl Engine {
         }
     }
 
-    /// The download of `id`: joined when running, started otherwise.
-    fn flight(self: &Arc<Self>, blob: &Arc<Blob>, id: PieceId) -> watch::Receiver<FlightResult> {
+    /// The download of `id`: joined when running, started from `remote` otherwise.
+    fn flight(
+        self: &Arc<Self>,
+        blob: &Arc<Blob>,
+        id: PieceId,
+        remote: Remote,
+    ) -> watch::Receiver<FlightResult> {
         let mut flights = lock(&self.flights);
         if let Some(rx) = flights.get(&id) {
             return rx.clone();
@@ -291,7 +303,7 @@ impl Engine {
         let engine = self.clone();
         let blob = blob.clone();
         tokio::spawn(async move {
-            let result = engine.download(&blob, &id).await;
+            let result = engine.download(&blob, &id, remote).await;
             if let Err(e) = &result {
                 tracing::warn!(blob = %blob.shown, piece = id.index, error = %e, "piece download failed");
             }
@@ -301,18 +313,26 @@ impl Engine {
         rx
     }
 
-    /// Fetches one piece from the origin into the cache; nothing is kept unless all of it arrived.
-    async fn download(self: &Arc<Self>, blob: &Arc<Blob>, id: &PieceId) -> Result<(), EngineError> {
+    /// Fetches one piece into the cache; nothing is kept unless all of it arrived.
+    async fn download(
+        self: &Arc<Self>,
+        blob: &Arc<Blob>,
+        id: &PieceId,
+        remote: Remote,
+    ) -> Result<(), EngineError> {
         let _slot = self.slots.enter(&blob.id).await;
         let _inflight = self.telemetry.download_started();
         let (start, len) = blob.layout.piece(id.index);
         let started = Instant::now();
         let writer = self.cache.begin(id.clone(), len)?;
         let mut sink = WriterSink(writer);
-        let fetched = self
-            .origin
-            .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, &mut sink)
-            .await;
+        let fetched = match remote {
+            Remote::Origin => {
+                self.origin
+                    .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, &mut sink)
+                    .await
+            }
+        };
         let elapsed = started.elapsed();
         self.telemetry.audit(
             AuditOp::Download,
