@@ -18,6 +18,8 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 /// Pull secret requests waiting for the controller.
 const SECRET_QUEUE: usize = 1024;
+/// Time the secret controller gets to finish queued requests after the server has drained.
+const CONTROLLER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Mutating webhook that points selected Pods at the node's P2P endpoint.
 #[derive(Debug, Parser)]
@@ -119,14 +121,13 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         .await
         .context("kubernetes client")?;
     let settings = Arc::new(settings);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let (stop_tx, mut stop_rx) = watch::channel(false);
 
     let (secret_tx, secret_rx) = mpsc::channel(SECRET_QUEUE);
     let controller = SecretController::new(client.clone(), settings.clone(), metrics.clone());
-    let controller = tokio::spawn(controller.run(secret_rx, stopped(stop_rx.clone())));
+    // The controller ends when the server has drained and dropped the last queue sender, so
+    // copies requested by the last reviews are still made.
+    let controller = tokio::spawn(controller.run(secret_rx, std::future::pending()));
     let namespaces = Arc::new(NamespaceCache::start(client));
     let hook = webhook::Webhook::new(
         settings.clone(),
@@ -147,10 +148,17 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         listener,
         Arc::new(Arc::new(cert).server_config()),
         app,
-        stopped(stop_rx),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
     )
     .await;
-    let _ = controller.await;
+    if tokio::time::timeout(CONTROLLER_GRACE, controller)
+        .await
+        .is_err()
+    {
+        tracing::warn!("secret controller still busy at exit");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -76,8 +76,14 @@ impl Webhook {
         self.metrics.review(decision.outcome);
         for s in &decision.secrets {
             let Some(tx) = &self.secrets else { break };
-            if tx.try_send(s.clone()).is_err() {
-                tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret queue full");
+            match tx.try_send(s.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret queue full")
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret controller stopped")
+                }
             }
         }
         review::allow(&uid, &decision.patch, &decision.warnings)
