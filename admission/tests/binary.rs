@@ -144,12 +144,9 @@ async fn binary_mutates_copies_and_drains() {
     );
 
     drop(http);
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let pid = libc::pid_t::try_from(child.0.id()).unwrap();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     wait_for_line("stopped");
     let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
         .await
