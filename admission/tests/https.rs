@@ -153,6 +153,10 @@ async fn mutate_over_https_and_follow_rotation() {
         "{metrics}"
     );
     assert!(metrics.contains("dadi_p2p_admission_images_rewritten_total 1"));
+    assert!(
+        metrics.contains("dadi_p2p_admission_review_seconds_count 2"),
+        "{metrics}"
+    );
 
     // Rotation to a certificate from a new CA: the next connection gets it.
     let second_ca = ca("second CA");
