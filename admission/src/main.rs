@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let settings = match args.settings() {
         Ok(s) => s,
@@ -143,7 +144,8 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    tracing::info!(listen = %args.listen, registries = %args.registries, p2p_port = settings.endpoint.port, "listening");
+    let bound = listener.local_addr().context("listening address")?;
+    tracing::info!(listen = %bound, registries = %args.registries, p2p_port = settings.endpoint.port, "listening");
     server::serve(
         listener,
         Arc::new(Arc::new(cert).server_config()),

@@ -67,9 +67,8 @@ async fn binary_mutates_copies_and_drains() {
     std::fs::write(tmp.path().join("tls.crt"), cert).unwrap();
     std::fs::write(tmp.path().join("tls.key"), key).unwrap();
 
-    let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_dadi-p2p-admission"))
-        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg("--listen=127.0.0.1:0")
         .arg(format!(
             "--tls-cert={}",
             tmp.path().join("tls.crt").display()
@@ -105,7 +104,13 @@ async fn binary_mutates_copies_and_drains() {
             return line;
         }
     };
-    wait_for_line("listening");
+    // The port the kernel chose, from the start-up line `... listen=127.0.0.1:PORT ...`.
+    let line = wait_for_line("listening");
+    let port: u16 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen=127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
     api.wait_for_watch("namespaces").await;
     api.wait_for_watch("secrets").await;
 
