@@ -5,8 +5,9 @@
 //! (AdmissionReview wire format) → [`webhook`] (the decision) → [`select`] (Pod and
 //! [`namespaces`] labels) and [`mutate`] (JSONPatch and the [`p2p_config`] annotation) over
 //! [`image`] (reference rewriting). [`secrets`] runs beside it and talks to the API server.
-//! [`config`] holds the settings both share; [`metrics`] the counters served at `/metrics`.
+//! [`cli`] and [`config`] hold the flags and the settings both share; [`metrics`] the counters served at `/metrics`.
 
+pub mod cli;
 pub mod config;
 pub mod image;
 pub mod metrics;

@@ -1,13 +1,12 @@
 //! `dadi-p2p-admission`: flags, tracing, start-up and shutdown around the library.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use dadi_p2p_admission::config::{self, Endpoint, Settings};
+use dadi_p2p_admission::cli::Args;
+use dadi_p2p_admission::config::Settings;
 use dadi_p2p_admission::secrets::controller::SecretController;
 use dadi_p2p_admission::{metrics::Metrics, namespaces::NamespaceCache, server, tls, webhook};
 use tokio::sync::{mpsc, watch};
@@ -20,64 +19,6 @@ const EXIT_RUNTIME: u8 = 1;
 const SECRET_QUEUE: usize = 1024;
 /// Time the secret controller gets to finish queued requests after the server has drained.
 const CONTROLLER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Mutating webhook that points selected Pods at the node's P2P endpoint.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Address the HTTPS server listens on.
-    #[arg(
-        long,
-        env = "DADI_P2P_ADMISSION_LISTEN",
-        default_value = "0.0.0.0:9443"
-    )]
-    listen: SocketAddr,
-    /// PEM certificate chain; reloaded when it changes.
-    #[arg(
-        long,
-        env = "DADI_P2P_ADMISSION_TLS_CERT",
-        default_value = "/etc/dadi-p2p-admission/tls/tls.crt"
-    )]
-    tls_cert: PathBuf,
-    /// PEM private key; reloaded when it changes.
-    #[arg(
-        long,
-        env = "DADI_P2P_ADMISSION_TLS_KEY",
-        default_value = "/etc/dadi-p2p-admission/tls/tls.key"
-    )]
-    tls_key: PathBuf,
-    /// Registries whose images are rewritten: comma-separated `host`, `*.domain` or `*`.
-    #[arg(long, env = "DADI_P2P_REGISTRIES", default_value = "*")]
-    registries: String,
-    /// Port of the P2P endpoint on every node.
-    #[arg(long, env = "DADI_P2P_PORT", default_value_t = config::DEFAULT_P2P_PORT)]
-    p2p_port: u16,
-    /// Label inserted after the first label of the registry host.
-    #[arg(long, env = "DADI_P2P_LABEL", default_value = config::DEFAULT_P2P_LABEL)]
-    p2p_label: String,
-    /// Label key (on Pods or namespaces) that turns acceleration on.
-    #[arg(long, env = "DADI_P2P_SELECTOR_KEY", default_value = config::DEFAULT_SELECTOR_KEY)]
-    selector_key: String,
-    /// Value of the selector label that turns acceleration on.
-    #[arg(long, env = "DADI_P2P_SELECTOR_VALUE", default_value = config::DEFAULT_SELECTOR_VALUE)]
-    selector_value: String,
-}
-
-impl Args {
-    fn settings(&self) -> Result<Settings, config::ConfigError> {
-        let settings = Settings {
-            selector_key: self.selector_key.clone(),
-            selector_value: self.selector_value.clone(),
-            registries: Settings::parse_registries(&self.registries)?,
-            endpoint: Endpoint {
-                label: self.p2p_label.clone(),
-                port: self.p2p_port,
-            },
-        };
-        settings.validate()?;
-        Ok(settings)
-    }
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
