@@ -82,12 +82,10 @@ impl HostPattern {
         match self {
             Self::Any => true,
             Self::Exact(h) => host == h,
-            Self::Suffix(s) => {
-                host.len() > s.len() + 1 && {
-                    let (head, tail) = host.split_at(host.len() - s.len());
-                    tail == s && head.ends_with('.')
-                }
-            }
+            Self::Suffix(s) => host
+                .strip_suffix(s.as_str())
+                .and_then(|head| head.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty()),
         }
     }
 }
@@ -200,6 +198,11 @@ mod tests {
         assert!(e.matches("reg.example.com"));
         assert!(!e.matches("x.reg.example.com"));
         assert!(HostPattern::parse("r", "*").unwrap().matches("localhost"));
+        assert!(
+            !p.matches("xé.éxample.com"),
+            "multi-byte hosts are compared, not sliced"
+        );
+        assert!(!p.matches(".example.com"));
     }
 
     #[test]

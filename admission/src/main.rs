@@ -1,13 +1,12 @@
 //! `dadi-p2p-admission`: flags, tracing, start-up and shutdown around the library.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use dadi_p2p_admission::config::{self, Endpoint, Settings};
+use dadi_p2p_admission::cli::Args;
+use dadi_p2p_admission::config::Settings;
 use dadi_p2p_admission::secrets::controller::SecretController;
 use dadi_p2p_admission::{metrics::Metrics, namespaces::NamespaceCache, server, tls, webhook};
 use tokio::sync::{mpsc, watch};
@@ -18,64 +17,8 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 /// Pull secret requests waiting for the controller.
 const SECRET_QUEUE: usize = 1024;
-
-/// Mutating webhook that points selected Pods at the node's P2P endpoint.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Address the HTTPS server listens on.
-    #[arg(
-        long,
-        env = "DADI_P2P_ADMISSION_LISTEN",
-        default_value = "0.0.0.0:9443"
-    )]
-    listen: SocketAddr,
-    /// PEM certificate chain; reloaded when it changes.
-    #[arg(
-        long,
-        env = "DADI_P2P_ADMISSION_TLS_CERT",
-        default_value = "/etc/dadi-p2p-admission/tls/tls.crt"
-    )]
-    tls_cert: PathBuf,
-    /// PEM private key; reloaded when it changes.
-    #[arg(
-        long,
-        env = "DADI_P2P_ADMISSION_TLS_KEY",
-        default_value = "/etc/dadi-p2p-admission/tls/tls.key"
-    )]
-    tls_key: PathBuf,
-    /// Registries whose images are rewritten: comma-separated `host`, `*.domain` or `*`.
-    #[arg(long, env = "DADI_P2P_REGISTRIES", default_value = "*")]
-    registries: String,
-    /// Port of the P2P endpoint on every node.
-    #[arg(long, env = "DADI_P2P_PORT", default_value_t = config::DEFAULT_P2P_PORT)]
-    p2p_port: u16,
-    /// Label inserted after the first label of the registry host.
-    #[arg(long, env = "DADI_P2P_LABEL", default_value = config::DEFAULT_P2P_LABEL)]
-    p2p_label: String,
-    /// Label key (on Pods or namespaces) that turns acceleration on.
-    #[arg(long, env = "DADI_P2P_SELECTOR_KEY", default_value = config::DEFAULT_SELECTOR_KEY)]
-    selector_key: String,
-    /// Value of the selector label that turns acceleration on.
-    #[arg(long, env = "DADI_P2P_SELECTOR_VALUE", default_value = config::DEFAULT_SELECTOR_VALUE)]
-    selector_value: String,
-}
-
-impl Args {
-    fn settings(&self) -> Result<Settings, config::ConfigError> {
-        let settings = Settings {
-            selector_key: self.selector_key.clone(),
-            selector_value: self.selector_value.clone(),
-            registries: Settings::parse_registries(&self.registries)?,
-            endpoint: Endpoint {
-                label: self.p2p_label.clone(),
-                port: self.p2p_port,
-            },
-        };
-        settings.validate()?;
-        Ok(settings)
-    }
-}
+/// Time the secret controller gets to finish queued requests after the server has drained.
+const CONTROLLER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -83,6 +26,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let settings = match args.settings() {
         Ok(s) => s,
@@ -119,14 +63,13 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         .await
         .context("kubernetes client")?;
     let settings = Arc::new(settings);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let (stop_tx, mut stop_rx) = watch::channel(false);
 
     let (secret_tx, secret_rx) = mpsc::channel(SECRET_QUEUE);
     let controller = SecretController::new(client.clone(), settings.clone(), metrics.clone());
-    let controller = tokio::spawn(controller.run(secret_rx, stopped(stop_rx.clone())));
+    // The controller ends when the server has drained and dropped the last queue sender, so
+    // copies requested by the last reviews are still made.
+    let controller = tokio::spawn(controller.run(secret_rx, std::future::pending()));
     let namespaces = Arc::new(NamespaceCache::start(client));
     let hook = webhook::Webhook::new(
         settings.clone(),
@@ -142,15 +85,23 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    tracing::info!(listen = %args.listen, registries = %args.registries, p2p_port = settings.endpoint.port, "listening");
+    let bound = listener.local_addr().context("listening address")?;
+    tracing::info!(listen = %bound, registries = %args.registries, p2p_port = settings.endpoint.port, "listening");
     server::serve(
         listener,
         Arc::new(Arc::new(cert).server_config()),
         app,
-        stopped(stop_rx),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
     )
     .await;
-    let _ = controller.await;
+    if tokio::time::timeout(CONTROLLER_GRACE, controller)
+        .await
+        .is_err()
+    {
+        tracing::warn!("secret controller still busy at exit");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,6 +21,7 @@ pub struct Outcome {
 pub struct Metrics {
     registry: Arc<Registry>,
     reviews: Family<Outcome, Counter>,
+    review_seconds: Histogram,
     images_rewritten: Counter,
     images_skipped: Counter,
     secret_copies: Family<Outcome, Counter>,
@@ -40,6 +42,13 @@ impl Metrics {
             "reviews",
             "Admission reviews answered, by outcome",
             reviews.clone(),
+        );
+        // 0.5 ms to about 4 s: the API server gives up at the webhook timeout (5 s).
+        let review_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        r.register(
+            "review_seconds",
+            "Time to answer one admission review",
+            review_seconds.clone(),
         );
         let images_rewritten = Counter::default();
         r.register(
@@ -68,6 +77,7 @@ impl Metrics {
         Self {
             registry: Arc::new(r),
             reviews,
+            review_seconds,
             images_rewritten,
             images_skipped,
             secret_copies,
@@ -85,6 +95,10 @@ impl Metrics {
 
     pub fn review(&self, outcome: &str) {
         Self::inc(&self.reviews, outcome);
+    }
+
+    pub fn review_time(&self, elapsed: std::time::Duration) {
+        self.review_seconds.observe(elapsed.as_secs_f64());
     }
 
     pub fn images(&self, rewritten: usize, skipped: usize) {

@@ -50,10 +50,10 @@ fn replace(path: String, value: &str) -> Value {
     json!({"op": "replace", "path": path, "value": value})
 }
 
-/// Container lists in the order they appear in the Pod spec, as `(kind, [(name, image)])`.
 /// `(name, image)` of each container in one list.
 type Named = Vec<(String, Option<String>)>;
 
+/// Container lists in the order they appear in the Pod spec, as `(kind, [(name, image)])`.
 fn containers(pod: &Pod) -> Vec<(&'static str, Named)> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();

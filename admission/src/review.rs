@@ -1,8 +1,10 @@
 //! `AdmissionReview` (`admission.k8s.io/v1`) decoding and encoding.
 //!
-//! Written by hand over `serde_json` rather than through kube's admission types so the wire
-//! format is visible here: the response's `patch` is the base64 of the JSONPatch document with
-//! `patchType: JSONPatch`, and the request `uid` is echoed even when the rest cannot be read.
+//! Written by hand over `serde_json` rather than through kube's admission types: kube-core 5
+//! serialises its response `patch` (`Vec<u8>`) as a JSON array of numbers, which the API
+//! server cannot decode, while the API wants the base64 of the JSONPatch document (Go's
+//! `[]byte` in JSON) with `patchType: JSONPatch`. The request `uid` is echoed even when the
+//! rest of the review cannot be read.
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;

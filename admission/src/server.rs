@@ -60,7 +60,9 @@ pub async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
                 Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "could not read body"),
                 Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "body read timed out"),
             };
+            let started = std::time::Instant::now();
             let out = app.webhook.review(&bytes).await;
+            app.metrics.review_time(started.elapsed());
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(out)))

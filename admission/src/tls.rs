@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -128,7 +128,8 @@ impl ReloadingCert {
                 }
                 Err(error) => {
                     self.metrics.cert_reload("failed");
-                    tracing::warn!(%error, "serving certificate not reloaded; keeping the old one");
+                    let cause = std::error::Error::source(&error).map(|c| c.to_string());
+                    tracing::warn!(%error, ?cause, "serving certificate not reloaded; keeping the old one");
                 }
             }
         }

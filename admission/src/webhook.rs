@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -62,7 +63,8 @@ impl Webhook {
     pub async fn review(&self, body: &[u8]) -> Vec<u8> {
         let (uid, decision) = match review::decode(body) {
             Ok(req) => {
-                let decision = match self.decide(&req).await {
+                let span = tracing::debug_span!("review", uid = %req.uid, op = %req.operation);
+                let decision = match self.decide(&req).instrument(span).await {
                     Ok(d) => d,
                     Err(e) => unreadable(&req.uid, e),
                 };
@@ -76,8 +78,14 @@ impl Webhook {
         self.metrics.review(decision.outcome);
         for s in &decision.secrets {
             let Some(tx) = &self.secrets else { break };
-            if tx.try_send(s.clone()).is_err() {
-                tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret queue full");
+            match tx.try_send(s.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret queue full")
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret controller stopped")
+                }
             }
         }
         review::allow(&uid, &decision.patch, &decision.warnings)
@@ -105,7 +113,16 @@ impl Webhook {
             .filter(|n| !n.is_empty())
             .or_else(|| pod.metadata.generate_name.clone())
             .unwrap_or_default();
-        let ns_labels = self.namespaces.labels(&namespace).await;
+        // The Pod's own label decides alone when present; only otherwise is the namespace read.
+        let pod_labelled = pod
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(&self.settings.selector_key));
+        let ns_labels = match pod_labelled {
+            true => None,
+            false => self.namespaces.labels(&namespace).await,
+        };
         let selection = select::select(
             &self.settings,
             pod.metadata.labels.as_ref(),

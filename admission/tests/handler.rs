@@ -438,3 +438,33 @@ async fn malformed_requests_are_allowed_unchanged() {
         .encode()
         .contains("dadi_p2p_admission_reviews_total{outcome=\"invalid\"} 4"));
 }
+
+/// Every prefix of a real review and a spread of single-byte corruptions: the handler answers
+/// each with a well-formed `allowed: true` review and never panics.
+#[tokio::test]
+async fn damaged_reviews_never_panic() {
+    let settings = Settings {
+        registries: vec![HostPattern::parse("registries", "*.example.com").unwrap()],
+        ..Settings::default()
+    };
+    let h = harness(settings, &["apps"]);
+    let mut review = fixture("deployment-pod.json");
+    review["request"]["object"]["spec"]["initContainers"] =
+        json!([{"name": "i", "image": "xé.éxample.com/ünï:cödé@sha256:x"}]);
+    let body = serde_json::to_vec(&review).unwrap();
+    let mut cases: Vec<Vec<u8>> = (0..body.len()).map(|n| body[..n].to_vec()).collect();
+    let mut x: u32 = 0x9e37_79b9;
+    for _ in 0..2000 {
+        // xorshift: a fixed, reproducible spread of positions and byte values.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let mut damaged = body.clone();
+        damaged[x as usize % body.len()] = (x >> 24) as u8;
+        cases.push(damaged);
+    }
+    for case in cases {
+        let out: Value = serde_json::from_slice(&h.hook.review(&case).await).unwrap();
+        assert_eq!(out["response"]["allowed"], true);
+    }
+}

@@ -3,6 +3,8 @@
 //! `POST /mutate` with an AdmissionReview. The certificate is rotated on disk the way the
 //! kubelet updates a Secret volume (a new directory behind an atomically swapped symlink).
 
+mod tls_client;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,43 +16,9 @@ use dadi_p2p_admission::metrics::Metrics;
 use dadi_p2p_admission::server::{self, App};
 use dadi_p2p_admission::tls::ReloadingCert;
 use dadi_p2p_admission::webhook::Webhook;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tls_client::{ca, call, connect, leaf};
 use tokio::sync::oneshot;
-use tokio_rustls::TlsConnector;
-
-const SERVICE: &str = "dadi-p2p-admission.dadi-p2p-system.svc";
-
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    der: CertificateDer<'static>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let der = params.self_signed(&key).unwrap().der().clone();
-    Ca { params, key, der }
-}
-
-/// A serving certificate for the Service name, as (cert PEM, key PEM, cert DER).
-fn leaf(ca: &Ca) -> (String, String, CertificateDer<'static>) {
-    let params = CertificateParams::new(vec![SERVICE.to_string()]).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = params
-        .signed_by(&key, &Issuer::from_params(&ca.params, &ca.key))
-        .unwrap();
-    (cert.pem(), key.serialize_pem(), cert.der().clone())
-}
 
 /// Writes a pair the way the kubelet lays out a Secret volume.
 fn publish(dir: &Path, version: &str, cert: &str, key: &str) {
@@ -115,61 +83,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// One new TLS connection: the certificate the server presented and a ready HTTP/1.1 sender.
-async fn connect(
-    addr: std::net::SocketAddr,
-    trust: &CertificateDer<'static>,
-) -> Result<
-    (
-        CertificateDer<'static>,
-        hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    ),
-    rustls::Error,
-> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trust.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(SERVICE).unwrap(), tcp)
-        .await
-        .map_err(|e| {
-            e.into_inner()
-                .and_then(|i| i.downcast::<rustls::Error>().ok())
-                .map(|b| *b)
-                .unwrap_or(rustls::Error::General("handshake failed".into()))
-        })?;
-    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    Ok((presented, sender))
-}
-
-async fn call(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> (u16, Bytes) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", SERVICE)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
 }
 
 fn review() -> Vec<u8> {
@@ -240,6 +153,10 @@ async fn mutate_over_https_and_follow_rotation() {
         "{metrics}"
     );
     assert!(metrics.contains("dadi_p2p_admission_images_rewritten_total 1"));
+    assert!(
+        metrics.contains("dadi_p2p_admission_review_seconds_count 2"),
+        "{metrics}"
+    );
 
     // Rotation to a certificate from a new CA: the next connection gets it.
     let second_ca = ca("second CA");

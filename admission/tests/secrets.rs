@@ -62,7 +62,7 @@ async fn copies_are_created_followed_and_made_late() {
     let task = tokio::spawn(controller.run(rx, async {
         let _ = stopped.await;
     }));
-    api.wait_for_watch().await;
+    api.wait_for_watch("secrets").await;
 
     tx.send(r("apps", "test-registry")).await.unwrap();
     let copy = "acr-credential-test-registry-p2p";

@@ -99,6 +99,14 @@ impl Tracker {
         self.wanted.remove(r);
     }
 
+    /// Whether a managed copy of `r` is known from the watch, which then keeps it current.
+    pub fn has_copy(&self, r: &SecretRef) -> bool {
+        self.copies.contains(&SecretRef {
+            namespace: r.namespace.clone(),
+            name: p2p_secret_name(&r.name),
+        })
+    }
+
     pub fn wanted(&self) -> Vec<SecretRef> {
         self.wanted.iter().cloned().collect()
     }
@@ -226,6 +234,11 @@ impl SecretController {
             tokio::select! {
                 r = requests.recv() => {
                     let Some(r) = r else { break };
+                    // Every Pod of a workload asks for the same copy; one that exists is
+                    // already followed through the watch.
+                    if tracker.has_copy(&r) {
+                        continue;
+                    }
                     if !tracker.want(r.clone()) {
                         tracing::warn!(namespace = %r.namespace, secret = %r.name, "too many pending pull secrets");
                     }

@@ -1,12 +1,15 @@
-//! An in-process stand-in for the few Secret endpoints of the Kubernetes API that kube-rs
-//! calls: get, create, replace, delete, list and watch, with resource versions and
+//! An in-process stand-in for the few core API endpoints kube-rs calls for Secrets and
+//! Namespaces: get, create, replace, delete, list and watch, with resource versions and
 //! AlreadyExists/Conflict/NotFound statuses shaped like the API server's. It is a `tower`
-//! service handed to `kube::Client::new`, so the real client code (URLs, query strings,
-//! serialisation, watch stream decoding) runs against it. Garbage collection of owned
-//! objects is not emulated.
+//! service handed to `kube::Client::new`, or served over plain HTTP on 127.0.0.1 for the
+//! binary, so the real client code (URLs, query strings, serialisation, watch stream
+//! decoding) runs against it. Garbage collection of owned objects is not emulated.
+
+#![allow(dead_code)] // Each test binary uses a different part.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -19,19 +22,22 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 type Body = BoxBody<Bytes, Infallible>;
+/// (resource, namespace, name); namespace is empty for cluster-scoped objects.
+type Key = (String, String, String);
 
 #[derive(Default)]
 struct State {
     revision: u64,
-    secrets: BTreeMap<(String, String), Value>,
-    watchers: Vec<mpsc::UnboundedSender<Bytes>>,
+    objects: BTreeMap<Key, Value>,
+    watchers: Vec<(String, mpsc::UnboundedSender<Bytes>)>,
+    reads: BTreeMap<String, usize>,
 }
 
 #[derive(Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
     changed: watch::Sender<u64>,
-    watches: watch::Sender<usize>,
+    watches: watch::Sender<BTreeMap<String, usize>>,
 }
 
 fn full(status: StatusCode, v: Value) -> Response<Body> {
@@ -50,12 +56,20 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     )
 }
 
+fn kind(resource: &str) -> &'static str {
+    match resource {
+        "secrets" => "Secret",
+        "namespaces" => "Namespace",
+        other => panic!("the stand-in has no {other}"),
+    }
+}
+
 impl FakeApi {
     pub fn new() -> Self {
         Self {
             state: Arc::default(),
             changed: watch::channel(0).0,
-            watches: watch::channel(0).0,
+            watches: watch::channel(BTreeMap::new()).0,
         }
     }
 
@@ -63,46 +77,103 @@ impl FakeApi {
         let me = self.clone();
         let svc = tower::service_fn(move |req: Request<kube::client::Body>| {
             let me = me.clone();
-            async move { Ok::<_, Infallible>(me.handle(req).await) }
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect_bytes().await.unwrap_or_default();
+                Ok::<_, Infallible>(me.handle(Request::from_parts(parts, body)).await)
+            }
         });
         kube::Client::new(svc, "default")
     }
 
-    /// Stores `obj` as the API server would (uid, resourceVersion) and notifies watchers.
-    pub fn put(&self, mut obj: Value) -> Value {
+    /// Serves the stand-in over plain HTTP on 127.0.0.1 until the runtime stops.
+    pub async fn serve_http(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let me = me.clone();
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let me = me.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, Infallible>(me.handle(Request::from_parts(parts, body)).await)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+                );
+            }
+        });
+        addr
+    }
+
+    /// Stores a Secret as the API server would (uid, resourceVersion) and notifies watchers.
+    pub fn put(&self, obj: Value) -> Value {
+        self.store("secrets", obj)
+    }
+
+    pub fn put_namespace(&self, name: &str, labels: Value) -> Value {
+        self.store(
+            "namespaces",
+            json!({"metadata": {"name": name, "labels": labels}}),
+        )
+    }
+
+    /// Stores a Namespace without telling watchers, as if their watch lagged behind.
+    pub fn put_namespace_unwatched(&self, name: &str, labels: Value) {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": name, "labels": labels, "resourceVersion": "1"}});
+        let key = ("namespaces".to_string(), String::new(), name.to_string());
+        self.state.lock().unwrap().objects.insert(key, obj);
+    }
+
+    fn store(&self, resource: &str, mut obj: Value) -> Value {
         let mut st = self.state.lock().unwrap();
         st.revision += 1;
         let rv = st.revision;
         let key = (
+            resource.to_string(),
             obj["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
             obj["metadata"]["name"].as_str().unwrap().to_string(),
         );
-        let event = if let Some(old) = st.secrets.get(&key) {
+        let event = if let Some(old) = st.objects.get(&key) {
             obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
             "MODIFIED"
         } else {
-            obj["metadata"]["uid"] = json!(format!("uid-{}-{rv}", key.1));
+            obj["metadata"]["uid"] = json!(format!("uid-{}-{rv}", key.2));
             "ADDED"
         };
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         obj["apiVersion"] = json!("v1");
-        obj["kind"] = json!("Secret");
-        st.secrets.insert(key, obj.clone());
-        Self::emit(&mut st, event, &obj);
+        obj["kind"] = json!(kind(resource));
+        st.objects.insert(key, obj.clone());
+        Self::emit(&mut st, resource, event, &obj);
         drop(st);
         self.changed.send_replace(rv);
         obj
     }
 
     pub fn remove(&self, ns: &str, name: &str) -> Option<Value> {
+        self.delete(("secrets".into(), ns.into(), name.into()))
+    }
+
+    fn delete(&self, key: Key) -> Option<Value> {
         let mut st = self.state.lock().unwrap();
-        let obj = st.secrets.remove(&(ns.to_string(), name.to_string()))?;
+        let obj = st.objects.remove(&key)?;
         st.revision += 1;
         let rv = st.revision;
-        Self::emit(&mut st, "DELETED", &obj);
+        Self::emit(&mut st, &key.0, "DELETED", &obj);
         drop(st);
         self.changed.send_replace(rv);
         Some(obj)
@@ -110,8 +181,21 @@ impl FakeApi {
 
     pub fn get(&self, ns: &str, name: &str) -> Option<Secret> {
         let st = self.state.lock().unwrap();
-        let v = st.secrets.get(&(ns.to_string(), name.to_string()))?;
+        let v = st
+            .objects
+            .get(&("secrets".into(), ns.into(), name.into()))?;
         Some(serde_json::from_value(v.clone()).unwrap())
+    }
+
+    /// How many single-object reads `path` has served.
+    pub fn reads(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .reads
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Waits (bounded) until `check` holds for the stored objects.
@@ -127,30 +211,51 @@ impl FakeApi {
             .unwrap_or_else(|_| panic!("never happened: {what}"));
     }
 
-    /// Waits (bounded) until at least one watch is open.
-    pub async fn wait_for_watch(&self) {
+    /// Waits (bounded) until a watch of `resource` is open, which kube opens after its
+    /// initial list has been read.
+    pub async fn wait_for_watch(&self, resource: &str) {
         let mut rx = self.watches.subscribe();
-        tokio::time::timeout(std::time::Duration::from_secs(20), rx.wait_for(|n| *n > 0))
-            .await
-            .expect("controller never started watching")
-            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            rx.wait_for(|w| w.get(resource).is_some_and(|n| *n > 0)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no watch of {resource} opened"))
+        .unwrap();
     }
 
-    fn emit(st: &mut State, kind: &str, obj: &Value) {
+    fn emit(st: &mut State, resource: &str, kind: &str, obj: &Value) {
         let line = Bytes::from(format!("{}\n", json!({"type": kind, "object": obj})));
-        st.watchers.retain(|w| w.send(line.clone()).is_ok());
+        st.watchers
+            .retain(|(r, w)| r != resource || w.send(line.clone()).is_ok());
     }
 
-    async fn handle(&self, req: Request<kube::client::Body>) -> Response<Body> {
+    fn read(&self, key: &Key, path: &str) -> Response<Body> {
+        let mut st = self.state.lock().unwrap();
+        *st.reads.entry(path.to_string()).or_default() += 1;
+        match st.objects.get(key) {
+            Some(v) => full(StatusCode::OK, v.clone()),
+            None => status(StatusCode::NOT_FOUND, "NotFound", "not found"),
+        }
+    }
+
+    async fn handle(&self, req: Request<Bytes>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let body = body.collect_bytes().await.unwrap_or_default();
         let path: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
         let query = parts.uri.query().unwrap_or_default();
+        let key =
+            |res: &str, ns: &str, name: &str| (res.to_string(), ns.to_string(), name.to_string());
         match (&parts.method, path.as_slice()) {
-            (&Method::GET, ["api", "v1", "secrets"]) if query.contains("watch=true") => {
+            (&Method::GET, ["api", "v1", res]) if query.contains("watch=true") => {
+                kind(res);
                 let (tx, rx) = mpsc::unbounded_channel();
-                self.state.lock().unwrap().watchers.push(tx);
-                self.watches.send_modify(|n| *n += 1);
+                self.state
+                    .lock()
+                    .unwrap()
+                    .watchers
+                    .push((res.to_string(), tx));
+                self.watches
+                    .send_modify(|w| *w.entry(res.to_string()).or_default() += 1);
                 let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                     let line = rx.recv().await?;
                     Some((Ok::<_, Infallible>(Frame::data(line)), rx))
@@ -160,48 +265,63 @@ impl FakeApi {
                     .body(BodyExt::boxed(StreamBody::new(stream)))
                     .unwrap()
             }
-            (&Method::GET, ["api", "v1", "secrets"]) => {
+            (&Method::GET, ["api", "v1", res]) => {
                 let st = self.state.lock().unwrap();
-                let items: Vec<&Value> = st.secrets.values().collect();
+                let items: Vec<&Value> = st
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.0 == *res)
+                    .map(|(_, v)| v)
+                    .collect();
                 full(
                     StatusCode::OK,
-                    json!({"kind": "SecretList", "apiVersion": "v1",
+                    json!({"kind": format!("{}List", kind(res)), "apiVersion": "v1",
                            "metadata": {"resourceVersion": st.revision.to_string()}, "items": items}),
                 )
             }
-            (&Method::GET, ["api", "v1", "namespaces", ns, "secrets", name]) => {
-                let st = self.state.lock().unwrap();
-                match st.secrets.get(&(ns.to_string(), name.to_string())) {
-                    Some(v) => full(StatusCode::OK, v.clone()),
-                    None => status(StatusCode::NOT_FOUND, "NotFound", "secrets not found"),
-                }
+            (&Method::GET, ["api", "v1", "namespaces", name]) => {
+                self.read(&key("namespaces", "", name), parts.uri.path())
             }
-            (&Method::POST, ["api", "v1", "namespaces", ns, "secrets"]) => {
+            (&Method::GET, ["api", "v1", "namespaces", ns, res, name]) => {
+                self.read(&key(res, ns, name), parts.uri.path())
+            }
+            (&Method::POST, ["api", "v1", "namespaces", ns, res]) => {
                 let mut obj: Value = serde_json::from_slice(&body).unwrap();
                 obj["metadata"]["namespace"] = json!(ns);
                 let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-                if self.get(ns, &name).is_some() {
+                if self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .objects
+                    .contains_key(&key(res, ns, &name))
+                {
                     return status(StatusCode::CONFLICT, "AlreadyExists", "already exists");
                 }
-                full(StatusCode::CREATED, self.put(obj))
+                full(StatusCode::CREATED, self.store(res, obj))
             }
-            (&Method::PUT, ["api", "v1", "namespaces", ns, "secrets", name]) => {
+            (&Method::PUT, ["api", "v1", "namespaces", ns, res, name]) => {
                 let mut obj: Value = serde_json::from_slice(&body).unwrap();
                 obj["metadata"]["namespace"] = json!(ns);
-                let Some(current) = self.get(ns, name) else {
-                    return status(StatusCode::NOT_FOUND, "NotFound", "secrets not found");
+                let current = self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .objects
+                    .get(&key(res, ns, name))
+                    .cloned();
+                let Some(current) = current else {
+                    return status(StatusCode::NOT_FOUND, "NotFound", "not found");
                 };
-                if obj["metadata"]["resourceVersion"].as_str()
-                    != current.metadata.resource_version.as_deref()
-                {
+                if obj["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
                     return status(StatusCode::CONFLICT, "Conflict", "object has been modified");
                 }
-                full(StatusCode::OK, self.put(obj))
+                full(StatusCode::OK, self.store(res, obj))
             }
-            (&Method::DELETE, ["api", "v1", "namespaces", ns, "secrets", name]) => {
-                match self.remove(ns, name) {
+            (&Method::DELETE, ["api", "v1", "namespaces", ns, res, name]) => {
+                match self.delete(key(res, ns, name)) {
                     Some(v) => full(StatusCode::OK, v),
-                    None => status(StatusCode::NOT_FOUND, "NotFound", "secrets not found"),
+                    None => status(StatusCode::NOT_FOUND, "NotFound", "not found"),
                 }
             }
             _ => status(
