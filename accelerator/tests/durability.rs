@@ -177,3 +177,67 @@ async fn capacity_holds_and_recent_pieces_stay() {
         .unwrap();
     assert_eq!(before, after);
 }
+
+/// Pieces of the full-cache test.
+const BIG: u64 = 8 * MIB;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_of_pinned_pieces_still_serves_readers() {
+    use tokio::io::AsyncWriteExt;
+
+    let layout = tempfile::tempdir().unwrap();
+    let spec = dadi_p2p_integration::LayerSpec {
+        size: 5 * BIG + 77,
+        seed: 11,
+        compression: dadi_p2p_integration::Compression::None,
+    };
+    let image = dadi_p2p_integration::build_image(layout.path(), "v1", &[spec]).unwrap();
+    let registry = dadi_p2p_integration::Registry::start().unwrap();
+    registry.push_image(&image, "app").unwrap();
+    let digest = image.layers[0].digest.clone();
+    let bytes = std::fs::read(image.blob_path(&digest)).unwrap();
+
+    // Room for exactly four pieces, each larger than loopback socket buffers can absorb.
+    let yaml = format!(
+        "cache:\n  capacity: {}\n  pieceSize: {BIG}\nExporterConfig:\n  enable: true\n  \
+         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n",
+        4 * (BIG + 4096)
+    );
+    let acc = dadi_p2p_integration::Accelerator::start(options().config_yaml(yaml)).unwrap();
+    let url = acc.accelerator_url(&registry.blob_url("app", &digest));
+    let path = url.strip_prefix(&acc.base_url()).unwrap().to_string();
+
+    // Four readers that never read their bodies keep their pieces pinned.
+    let mut stalled = Vec::new();
+    for i in 0..4u64 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", acc.port()))
+            .await
+            .unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes={}-{}\r\n\r\n",
+            i * BIG,
+            (i + 1) * BIG - 1
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    let pinned = eventually(Duration::from_secs(20), || async {
+        metric(&acc, "dadi_p2p_served_bytes_total", &[("source", "origin")])
+            .await
+            .is_some_and(|b| b >= 4.0 * 128.0 * 1024.0)
+    })
+    .await;
+    assert!(pinned, "the stalled readers never started");
+
+    let r = http::get(&url, &[("range", &range(4 * BIG + 5, 5 * BIG + 10))])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body[..] == bytes[(4 * BIG + 5) as usize..=(5 * BIG + 10) as usize]);
+    assert!(
+        acc.logs().contains("cache full: serving a piece uncached"),
+        "{}",
+        acc.logs()
+    );
+    drop(stalled);
+}

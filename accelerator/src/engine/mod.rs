@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode};
 use tokio::sync::watch;
 
@@ -40,6 +41,8 @@ pub use stream::BodyStream;
 const SEQUENTIAL_MEMORY: usize = 1024;
 /// Downloaded pieces remembered until their first read, for the bytes-by-source figures.
 const FRESH_MEMORY: usize = 4096;
+/// Tries to get a piece into the cache before a reader is served from memory instead.
+const MISS_ROUNDS: usize = 3;
 
 /// Why a read failed, in a form every waiter of a shared download can hold.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -236,9 +239,9 @@ impl Engine {
         self: &Arc<Self>,
         blob: &Arc<Blob>,
         index: u64,
-    ) -> Result<(PieceRef, Source), EngineError> {
+    ) -> Result<(Held, Source), EngineError> {
         let id = PieceId::new(blob.id.clone(), index);
-        loop {
+        for _ in 0..MISS_ROUNDS {
             let cached = self.cache.lookup(&id);
             let in_flight = cached.is_none() && lock(&self.flights).contains_key(&id);
             match plan::decide(PieceState {
@@ -252,7 +255,7 @@ impl Engine {
                         } else {
                             Source::Cache
                         };
-                        return Ok((piece, source));
+                        return Ok((Held::Cached(piece), source));
                     }
                 }
                 decision @ (Decision::Join | Decision::Fetch(_)) => {
@@ -268,17 +271,49 @@ impl Engine {
                         .unwrap_or_else(|_| {
                             Some(Err(EngineError::Cache("download abandoned".into())))
                         });
-                    if let Some(Err(e)) = outcome {
-                        return Err(e);
+                    match outcome {
+                        Some(Err(EngineError::CacheFull)) => break,
+                        Some(Err(e)) => return Err(e),
+                        _ => {}
                     }
                     if let Some(piece) = self.cache.lookup(&id) {
                         lock(&self.fresh).remove(&id);
-                        return Ok((piece, Source::Origin));
+                        return Ok((Held::Cached(piece), Source::Origin));
                     }
-                    // Evicted between the download and this read: fetch again.
+                    // Evicted between the download and this read: try again.
                 }
             }
         }
+        // The cache has no room this piece can have (every piece pinned by readers, or
+        // evicted as fast as it arrives): serve this reader from memory, uncached.
+        let data = self.fetch_uncached(blob, index).await?;
+        Ok((Held::Memory(data), Source::Origin))
+    }
+
+    /// Downloads one piece into memory, for when the cache cannot take it.
+    async fn fetch_uncached(&self, blob: &Blob, index: u64) -> Result<Bytes, EngineError> {
+        let _slot = self.slots.enter(&blob.id).await;
+        let _inflight = self.telemetry.download_started();
+        let (start, len) = blob.layout.piece(index);
+        tracing::warn!(blob = %blob.shown, piece = index, "cache full: serving a piece uncached");
+        let started = Instant::now();
+        let mut sink = MemorySink(BytesMut::with_capacity(len as usize));
+        let fetched = self
+            .origin
+            .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, &mut sink)
+            .await;
+        let size = if fetched.is_ok() { len as i64 } else { -1 };
+        self.telemetry.audit(
+            AuditOp::Download,
+            &blob.shown,
+            start,
+            size,
+            started.elapsed(),
+        );
+        fetched?;
+        self.telemetry
+            .record(Kind::Download, len, started.elapsed());
+        Ok(sink.0.freeze())
     }
 
     /// The download of `id`: joined when running, started from `remote` otherwise.
@@ -436,6 +471,21 @@ impl Engine {
         if let Some(t) = &self.throttle {
             t.take(bytes).await;
         }
+    }
+}
+
+/// A piece as a reader holds it: pinned in the cache, or in memory when the cache had no room.
+pub(super) enum Held {
+    Cached(PieceRef),
+    Memory(Bytes),
+}
+
+struct MemorySink(BytesMut);
+
+impl Sink for MemorySink {
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
     }
 }
 

@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
-use super::{Blob, Engine, EngineError};
-use crate::cache::{CacheError, PieceRef};
+use super::{Blob, Engine, EngineError, Held};
+use crate::cache::CacheError;
 use crate::plan;
 use crate::range::Span;
 use crate::telemetry::Source;
@@ -29,7 +29,7 @@ struct State {
     blob: Arc<Blob>,
     pos: u64,
     end: u64,
-    current: Option<(u64, PieceRef, Source)>,
+    current: Option<(u64, Held, Source)>,
     corrupt: u32,
 }
 
@@ -86,11 +86,15 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
         let (piece_start, piece_len) = layout.piece(index);
         let offset = st.pos - piece_start;
         let n = CHUNK.min(st.end - st.pos + 1).min(piece_len - offset);
-        match st
-            .engine
-            .read_piece(&st.blob, piece, index, offset, n as usize)
-            .await
-        {
+        let read = match piece {
+            Held::Cached(piece) => {
+                st.engine
+                    .read_piece(&st.blob, piece, index, offset, n as usize)
+                    .await
+            }
+            Held::Memory(data) => Ok(data.slice(offset as usize..(offset + n) as usize)),
+        };
+        match read {
             Ok(data) => {
                 st.engine.throttle(n).await;
                 st.engine.telemetry.served(source, n);
