@@ -38,6 +38,10 @@ pub use stream::BodyStream;
 
 /// Blobs whose sequential position is remembered for read-ahead.
 const SEQUENTIAL_MEMORY: usize = 1024;
+/// Downloaded pieces remembered until their first read, so that bytes fetched ahead of a
+/// reader count as coming from the origin, not as cache hits; past this many (pieces fetched
+/// ahead and never read) the memory is cleared and some first reads count as hits.
+const FRESH_MEMORY: usize = 65_536;
 
 /// Why a read failed, in a form every waiter of a shared download can hold.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -119,6 +123,8 @@ pub struct Engine {
     /// Last byte served per blob, to tell sequential readers from random ones.
     positions: Mutex<HashMap<BlobId, u64>>,
     verifying: Mutex<std::collections::HashSet<BlobId>>,
+    /// Pieces downloaded and not read since: their first read is origin traffic.
+    fresh: Mutex<std::collections::HashSet<PieceId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -142,6 +148,7 @@ impl Engine {
             flights: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
             verifying: Mutex::new(Default::default()),
+            fresh: Mutex::new(Default::default()),
         })
     }
 
@@ -239,7 +246,12 @@ impl Engine {
             }) {
                 Decision::Read => {
                     if let Some(piece) = cached {
-                        return Ok((piece, Source::Cache));
+                        let source = if lock(&self.fresh).remove(&id) {
+                            Source::Origin
+                        } else {
+                            Source::Cache
+                        };
+                        return Ok((piece, source));
                     }
                 }
                 Decision::Join | Decision::Fetch(_) => {
@@ -255,6 +267,7 @@ impl Engine {
                         return Err(e);
                     }
                     if let Some(piece) = self.cache.lookup(&id) {
+                        lock(&self.fresh).remove(&id);
                         return Ok((piece, Source::Origin));
                     }
                     // Evicted between the download and this read: fetch again.
@@ -322,6 +335,13 @@ impl Engine {
             write_started.elapsed(),
         );
         committed?;
+        {
+            let mut fresh = lock(&self.fresh);
+            if fresh.len() >= FRESH_MEMORY {
+                fresh.clear();
+            }
+            fresh.insert(id.clone());
+        }
         self.after_commit(blob);
         Ok(())
     }

@@ -33,11 +33,14 @@ pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Re
     let started = Instant::now();
     let path = req.uri().path();
     let resp = match (routes, path) {
-        (_, "/metrics") if app.metrics_here(routes) => text(
-            StatusCode::OK,
-            Telemetry::CONTENT_TYPE,
-            app.engine.telemetry().render(),
-        ),
+        (_, "/metrics") if app.metrics_here(routes) => {
+            app.sync_cache_figures();
+            text(
+                StatusCode::OK,
+                Telemetry::CONTENT_TYPE,
+                app.engine.telemetry().render(),
+            )
+        }
         (Routes::Service, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         (Routes::Service, "/status") => status(&app),
         (Routes::Service, p) if p.starts_with(PREFIX) => match accelerate(&app, req, started).await
