@@ -161,7 +161,10 @@ async fn prometheus_scrapes_documented_series_with_true_byte_counts() {
         "bytes fetched from the origin"
     );
     let served = (2 * want.served_once) as f64;
-    for ty in ["pread", "http", "disk"] {
+    // Disk is cache reads (every byte served) and cache writes (every piece downloaded).
+    let disk = served + want.download as f64;
+    assert_eq!(settle(&prom, &count("disk"), disk).await, Some(disk));
+    for ty in ["pread", "http"] {
         let got = settle(&prom, &count(ty), served).await;
         assert_eq!(got, Some(served), "DADIP2P_Count type={ty}");
     }
@@ -195,6 +198,16 @@ async fn prometheus_scrapes_documented_series_with_true_byte_counts() {
         Some(on_disk as f64)
     );
 
+    // Every series the packaged Grafana dashboard plots is one Prometheus has.
+    for name in dashboard_metrics() {
+        let q = format!("count({{__name__=\"{name}\",job=\"dadi\"}})");
+        let found = prom.wait_for(&q, SCRAPED).await.unwrap();
+        assert!(
+            !found.is_empty(),
+            "the dashboard plots {name}, which is not exported"
+        );
+    }
+
     // The windowed families saw the reads at some scrape.
     for family in [
         "DADIP2P_Read_Throughtput",
@@ -204,6 +217,39 @@ async fn prometheus_scrapes_documented_series_with_true_byte_counts() {
         let q = format!("max_over_time({family}{{job=\"dadi\",type=\"pread\"}}[5m]) > 0");
         let seen = prom.wait_for(&q, SCRAPED).await.unwrap();
         assert_eq!(seen.len(), 1, "{family} never rose above 0");
+    }
+}
+
+/// Names of the series queried by `packaging/grafana/dadi-p2p.json`, histogram suffixes kept.
+fn dashboard_metrics() -> BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/grafana/dadi-p2p.json"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let name = regex::Regex::new(r"\b(DADIP2P_[A-Za-z_]+|dadi_p2p_[a-z_]+)").unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&json, &mut exprs);
+    let names: BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| name.find_iter(e).map(|m| m.as_str().to_string()))
+        .collect();
+    assert!(names.len() >= 10, "dashboard queries: {names:?}");
+    names
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v.as_str()) {
+                    ("expr", Some(e)) => out.push(e.to_string()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
     }
 }
 

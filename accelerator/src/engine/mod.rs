@@ -327,14 +327,17 @@ impl Engine {
         self.telemetry.record(Kind::Download, len, elapsed);
         let write_started = Instant::now();
         let committed = sink.0.commit().await;
+        let write_elapsed = write_started.elapsed();
         self.telemetry.audit(
             AuditOp::FileWrite,
             &blob.shown,
             start,
             if committed.is_ok() { len as i64 } else { -1 },
-            write_started.elapsed(),
+            write_elapsed,
         );
         committed?;
+        // The bytes went to disk while they arrived; the commit is the part a write waits on.
+        self.telemetry.record(Kind::Disk, len, write_elapsed);
         {
             let mut fresh = lock(&self.fresh);
             if fresh.len() >= FRESH_MEMORY {

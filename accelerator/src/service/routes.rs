@@ -152,6 +152,7 @@ async fn accelerate(
                 want: len,
                 sent: 0,
                 started,
+                recorded: false,
             };
             StreamBody::new(recorded.map(|r| r.map(Frame::data))).boxed_unsync()
         }
@@ -172,6 +173,8 @@ async fn accelerate(
 
 /// Records a served body when it ends, completely or not: one `http:pread` audit line with
 /// the bytes asked for (negative when the body broke off) and the time since the request.
+/// A complete body is recorded as its last chunk is handed over, before the client can have
+/// it, so a client that has read its bytes finds them already counted.
 struct Recorded {
     inner: BodyStream,
     telemetry: Arc<Telemetry>,
@@ -180,22 +183,14 @@ struct Recorded {
     want: u64,
     sent: u64,
     started: Instant,
+    recorded: bool,
 }
 
-impl Stream for Recorded {
-    type Item = Result<Bytes, EngineError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = self.inner.poll_next_unpin(cx);
-        if let Poll::Ready(Some(Ok(data))) = &next {
-            self.sent += data.len() as u64;
+impl Recorded {
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
         }
-        next
-    }
-}
-
-impl Drop for Recorded {
-    fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         let size = if self.sent == self.want {
             self.want as i64
@@ -211,5 +206,26 @@ impl Drop for Recorded {
             size,
             elapsed,
         );
+    }
+}
+
+impl Stream for Recorded {
+    type Item = Result<Bytes, EngineError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(Some(Ok(data))) = &next {
+            self.sent += data.len() as u64;
+            if self.sent == self.want {
+                self.finish();
+            }
+        }
+        next
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
