@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use dadi_p2p::cache::HEADER_LEN;
-use dadi_p2p_integration::{free_port, http, Accelerator, Prometheus, ScrapeTarget};
+use dadi_p2p_integration::{free_port, http, Accelerator, ProcessGuard, Prometheus, ScrapeTarget};
 
 /// Longest wait for Prometheus to have scraped a value.
 const SCRAPED: Duration = Duration::from_secs(30);
@@ -300,6 +300,54 @@ async fn metrics_follow_the_exporter_settings() {
 
 async fn status_of(url: &str) -> u16 {
     http::get(url, &[]).await.unwrap().status.as_u16()
+}
+
+/// The daemon started by hand on every address, which the harness does not do, with
+/// `DADI_P2P_NODE_IP` set to `node_ip`.
+fn start_on_every_address(dir: &std::path::Path, port: u16, node_ip: &str) -> Command {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        obs_config("  enable: true\n  standaloneExporterPort: false\n", ""),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dadi-p2p"));
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--cache-dir"])
+        .arg(dir.join("cache"))
+        .env("DADI_P2P_NODE_IP", node_ip);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_label_is_the_node_ip_when_listening_on_every_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let cmd = start_on_every_address(dir.path(), port, "198.18.0.7");
+    let mut daemon = ProcessGuard::spawn("dadi-p2p", cmd, dir.path()).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    daemon
+        .wait_ready(&format!("{base}/healthz"), &[200], None, SCRAPED)
+        .unwrap();
+    let body = http::get(&format!("{base}/metrics"), &[])
+        .await
+        .unwrap()
+        .body;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let alive = format!("DADIP2P_Alive{{node=\"198.18.0.7:{port}\",mode=\"agent\"}} 1.000000 ");
+    assert!(text.contains(&alive), "{text}");
+    daemon.kill();
+
+    let bad = start_on_every_address(dir.path(), port, "node-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("DADI_P2P_NODE_IP must be an IP address, got \"node-1\""),
+        "{err}"
+    );
 }
 
 /// Parsed audit line: operation, pathname, offset, size.
