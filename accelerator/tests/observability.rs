@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use common::*;
 use dadi_p2p::cache::HEADER_LEN;
-use dadi_p2p_integration::{free_port, http, Accelerator, ProcessGuard, Prometheus, ScrapeTarget};
+use dadi_p2p_integration::{
+    build_image, free_port, http, Accelerator, Compression, LayerSpec, ProcessGuard, Prometheus,
+    Registry, ScrapeTarget,
+};
 
 /// Longest wait for Prometheus to have scraped a value.
 const SCRAPED: Duration = Duration::from_secs(30);
@@ -300,6 +303,37 @@ async fn metrics_follow_the_exporter_settings() {
 
 async fn status_of(url: &str) -> u16 {
     http::get(url, &[]).await.unwrap().status.as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_duration_runs_to_the_last_byte() {
+    let layout = tempfile::tempdir().unwrap();
+    let layer = LayerSpec {
+        size: 3 * MIB,
+        seed: 9,
+        compression: Compression::None,
+    };
+    let image = build_image(layout.path(), "big", &[layer]).unwrap();
+    let registry = Registry::start().unwrap();
+    registry.push_image(&image, "big").unwrap();
+    let digest = &image.layers[0].digest;
+    let size = std::fs::metadata(image.blob_path(digest)).unwrap().len();
+    // 1 MB/s downstream with a 1 MiB burst: the body cannot end before this many seconds.
+    let floor = (size - MIB) as f64 / 1e6;
+    assert!(floor > 2.0);
+    let yaml = format!(
+        "cache:\n  capacity: {}\n  pieceSize: {PIECE}\nExporterConfig:\n  enable: true\n  \
+         standaloneExporterPort: false\nthrottleLimitMB: 1\n",
+        256 * MIB
+    );
+    let acc = Accelerator::start(options().config_yaml(yaml)).unwrap();
+    let url = acc.accelerator_url(&registry.blob_url("big", digest));
+    let resp = http::get(&url, &[]).await.unwrap();
+    assert_eq!((resp.status.as_u16(), resp.body.len() as u64), (200, size));
+    let sum = metric(&acc, "dadi_p2p_request_duration_seconds_sum", &[]).await;
+    assert!(sum.is_some_and(|s| s >= floor), "{sum:?} < {floor}");
+    let count = metric(&acc, "dadi_p2p_request_duration_seconds_count", &[]).await;
+    assert_eq!(count, Some(3.0), "the readiness probe, the read, the first /metrics");
 }
 
 /// The daemon started by hand on every address, which the harness does not do, with
