@@ -84,7 +84,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
         },
     };
     let telemetry = Telemetry::new(TelemetryConfig {
-        node: service_addr.to_string(),
+        node: telemetry::node_label(service_addr)?,
         mode: match cfg.deploy.mode {
             Mode::Agent => telemetry::Mode::Agent,
             Mode::Root => telemetry::Mode::Root,

@@ -39,8 +39,10 @@ pub use stream::BodyStream;
 
 /// Blobs whose sequential position is remembered for read-ahead.
 const SEQUENTIAL_MEMORY: usize = 1024;
-/// Downloaded pieces remembered until their first read, for the bytes-by-source figures.
-const FRESH_MEMORY: usize = 4096;
+/// Downloaded pieces remembered until their first read, so that bytes fetched ahead of a
+/// reader count as coming from the origin, not as cache hits; past this many (pieces fetched
+/// ahead and never read) the memory is cleared and some first reads count as hits.
+const FRESH_MEMORY: usize = 65_536;
 /// Tries to get a piece into the cache before a reader is served from memory instead.
 const MISS_ROUNDS: usize = 3;
 
@@ -380,14 +382,17 @@ impl Engine {
         self.telemetry.record(Kind::Download, len, elapsed);
         let write_started = Instant::now();
         let committed = sink.0.commit().await;
+        let write_elapsed = write_started.elapsed();
         self.telemetry.audit(
             AuditOp::FileWrite,
             &blob.shown,
             start,
             if committed.is_ok() { len as i64 } else { -1 },
-            write_started.elapsed(),
+            write_elapsed,
         );
         committed?;
+        // The bytes went to disk while they arrived; the commit is the part a write waits on.
+        self.telemetry.record(Kind::Disk, len, write_elapsed);
         {
             let mut fresh = lock(&self.fresh);
             if fresh.len() >= FRESH_MEMORY {

@@ -50,11 +50,18 @@ pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Re
         },
         _ => ApiError::NotFound.into_response(),
     };
-    app.engine
-        .telemetry()
-        .request_done(resp.status().as_u16(), started.elapsed());
+    // A streamed body is counted when it ends, so its duration runs to the last byte.
+    if resp.extensions().get::<Streamed>().is_none() {
+        app.engine
+            .telemetry()
+            .request_done(resp.status().as_u16(), started.elapsed());
+    }
     resp
 }
+
+/// Marks a response whose body records the request itself (see [`Recorded`]).
+#[derive(Clone, Copy)]
+struct Streamed;
 
 fn status(app: &App) -> Response<Body> {
     app.sync_cache_figures();
@@ -141,7 +148,9 @@ async fn accelerate(
     }
     let body = match span {
         Some(span) if !head => {
+            resp = resp.extension(Streamed);
             let recorded = Recorded {
+                status: status.as_u16(),
                 inner: engine.read(blob.clone(), span),
                 telemetry: engine.telemetry().clone(),
                 pathname: blob.shown.clone(),
@@ -149,6 +158,7 @@ async fn accelerate(
                 want: len,
                 sent: 0,
                 started,
+                recorded: false,
             };
             StreamBody::new(recorded.map(|r| r.map(Frame::data))).boxed_unsync()
         }
@@ -167,9 +177,13 @@ async fn accelerate(
         .map_err(|e| ApiError::BadRequest(format!("cannot build response: {e}")))
 }
 
-/// Records a served body when it ends, completely or not: one `http:pread` audit line with
-/// the bytes asked for (negative when the body broke off) and the time since the request.
+/// Records a served body when it ends, completely or not: the request (status class and
+/// time to the last byte), one `http:pread` audit line with the bytes asked for (negative
+/// when the body broke off) and the time since the request.
+/// A complete body is recorded as its last chunk is handed over, before the client can have
+/// it, so a client that has read its bytes finds them already counted.
 struct Recorded {
+    status: u16,
     inner: BodyStream,
     telemetry: Arc<Telemetry>,
     pathname: String,
@@ -177,28 +191,21 @@ struct Recorded {
     want: u64,
     sent: u64,
     started: Instant,
+    recorded: bool,
 }
 
-impl Stream for Recorded {
-    type Item = Result<Bytes, EngineError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = self.inner.poll_next_unpin(cx);
-        if let Poll::Ready(Some(Ok(data))) = &next {
-            self.sent += data.len() as u64;
+impl Recorded {
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
         }
-        next
-    }
-}
-
-impl Drop for Recorded {
-    fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         let size = if self.sent == self.want {
             self.want as i64
         } else {
             -1
         };
+        self.telemetry.request_done(self.status, elapsed);
         self.telemetry.record(Kind::Pread, self.sent, elapsed);
         self.telemetry.record(Kind::Http, self.sent, elapsed);
         self.telemetry.audit(
@@ -208,5 +215,26 @@ impl Drop for Recorded {
             size,
             elapsed,
         );
+    }
+}
+
+impl Stream for Recorded {
+    type Item = Result<Bytes, EngineError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(Some(Ok(data))) = &next {
+            self.sent += data.len() as u64;
+            if self.sent == self.want {
+                self.finish();
+            }
+        }
+        next
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

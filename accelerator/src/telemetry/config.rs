@@ -84,6 +84,8 @@ pub enum TelemetryError {
     AuditMode(String),
     #[error("cannot start the audit writer thread")]
     SpawnWriter(#[source] std::io::Error),
+    #[error("{env} must be an IP address, got {0:?}", env = super::NODE_IP_ENV)]
+    NodeIp(String),
 }
 
 impl TelemetryConfig {

@@ -23,6 +23,7 @@ mod config;
 mod conventional;
 mod dadi;
 mod labels;
+mod node;
 mod status;
 mod window;
 
@@ -41,6 +42,7 @@ pub use config::{
     DEFAULT_AUDIT_KEEP, DEFAULT_WINDOW, MAX_WINDOW, MIN_AUDIT_FILE_BYTES,
 };
 pub use labels::{Kind, Mode, Source};
+pub use node::{node_label, NODE_IP_ENV};
 pub use status::{render_status_table, CacheStatus, PeerStatus, SourceBytes, StatusSnapshot};
 
 use audit::{AuditHandle, AuditRecord};

@@ -147,3 +147,28 @@ pub fn piece_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// The daemon's whole stdout and stderr as written so far (also after it stopped), unlike
+/// `Accelerator::logs`, which shows a tail and nothing once the process is gone.
+pub fn full_output(acc: &Accelerator) -> (String, String) {
+    let read = |name: &str| std::fs::read_to_string(acc.dir().join(name)).unwrap_or_default();
+    (read("dadi-p2p.out"), read("dadi-p2p.err"))
+}
+
+/// `GET` of the inclusive byte range `start..=end` through the daemon; panics unless 206.
+pub async fn read_range(acc: &Accelerator, blob_url: &str, start: u64, end: u64) -> Vec<u8> {
+    let range = http::range(start, end);
+    let resp = http::get(&acc.accelerator_url(blob_url), &[("Range", &range)])
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 206, "{blob_url} {range}: {:?}", resp.body);
+    resp.body.to_vec()
+}
+
+/// `(offset, length)` of every piece of a `size`-byte blob that `start..=end` touches: what a
+/// cold read of that span fetches from the origin when read-ahead is off.
+pub fn pieces_of(size: u64, start: u64, end: u64) -> Vec<(u64, u64)> {
+    (start / PIECE..=end / PIECE)
+        .map(|i| (i * PIECE, PIECE.min(size - i * PIECE)))
+        .collect()
+}

@@ -1,0 +1,113 @@
+//! The `node` label of the documented families: `<ip>:<port>` of the service as other
+//! machines reach it.
+//!
+//! A daemon listening on every address (`0.0.0.0` or `::`) would otherwise label every node
+//! of a cluster `0.0.0.0:65001`, and a dashboard that groups by `node` would add them all up
+//! as one. The IP is then taken from `DADI_P2P_NODE_IP` when it is set (a DaemonSet sets it
+//! from the pod's `status.hostIP`), else from the first non-loopback IPv4 address of an
+//! interface that is up, which on a node is its primary address. Nothing is sent to find it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::TelemetryError;
+
+/// Environment variable naming the node's IP for the `node` label.
+pub const NODE_IP_ENV: &str = "DADI_P2P_NODE_IP";
+
+/// The `node` label for a service bound to `service`.
+pub fn node_label(service: SocketAddr) -> Result<String, TelemetryError> {
+    let env = std::env::var(NODE_IP_ENV).ok();
+    resolve(service, env.as_deref(), interface_ipv4s)
+}
+
+fn resolve(
+    service: SocketAddr,
+    env: Option<&str>,
+    interfaces: impl FnOnce() -> Vec<Ipv4Addr>,
+) -> Result<String, TelemetryError> {
+    if !service.ip().is_unspecified() {
+        return Ok(service.to_string());
+    }
+    let ip = match env.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse::<IpAddr>()
+            .map_err(|_| TelemetryError::NodeIp(v.to_string()))?,
+        None => interfaces()
+            .into_iter()
+            .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .map_or(service.ip(), IpAddr::V4),
+    };
+    Ok(SocketAddr::new(ip, service.port()).to_string())
+}
+
+/// IPv4 addresses of the interfaces that are up, in the kernel's order.
+fn interface_ipv4s() -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs only writes the list head; the list is freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+        // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
+        if up
+            && !ifa.ifa_addr.is_null()
+            && unsafe { (*ifa.ifa_addr).sa_family } as i32 == libc::AF_INET
+        {
+            // SAFETY: AF_INET addresses are sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> Vec<Ipv4Addr> {
+        Vec::new()
+    }
+
+    #[test]
+    fn a_specific_address_is_the_label() {
+        let addr: SocketAddr = "10.1.2.3:65001".parse().unwrap();
+        let label = resolve(addr, Some("10.9.9.9"), none).unwrap();
+        assert_eq!(label, "10.1.2.3:65001");
+    }
+
+    #[test]
+    fn an_unspecified_address_takes_the_variable_then_an_interface() {
+        let any: SocketAddr = "0.0.0.0:65001".parse().unwrap();
+        let ifs = || vec![Ipv4Addr::LOCALHOST, Ipv4Addr::new(192, 168, 69, 172)];
+        assert_eq!(
+            resolve(any, Some("10.0.0.7"), ifs).unwrap(),
+            "10.0.0.7:65001"
+        );
+        assert_eq!(resolve(any, None, ifs).unwrap(), "192.168.69.172:65001");
+        assert_eq!(resolve(any, Some(""), ifs).unwrap(), "192.168.69.172:65001");
+        assert_eq!(resolve(any, None, none).unwrap(), "0.0.0.0:65001");
+        let v6: SocketAddr = "[::]:65001".parse().unwrap();
+        assert_eq!(resolve(v6, None, ifs).unwrap(), "192.168.69.172:65001");
+    }
+
+    #[test]
+    fn a_bad_variable_is_refused_by_name() {
+        let any: SocketAddr = "0.0.0.0:65001".parse().unwrap();
+        let e = resolve(any, Some("node-1"), none).unwrap_err().to_string();
+        assert!(e.contains(NODE_IP_ENV) && e.contains("node-1"), "{e}");
+    }
+
+    #[test]
+    fn interfaces_include_loopback() {
+        assert!(interface_ipv4s().contains(&Ipv4Addr::LOCALHOST));
+    }
+}
