@@ -307,9 +307,11 @@ async fn warm_matrix(targets: &[Target], size: u64, args: &Args) -> Result<Vec<C
         ),
     ];
     let mut cells = Vec::new();
-    for target in targets {
-        for &(pattern_name, pattern, requests) in &patterns {
-            for &connections in &args.connections {
+    // Targets alternate within each load so that background noise on a shared machine hits
+    // them alike; the matrix is sorted by target afterwards.
+    for &(pattern_name, pattern, requests) in &patterns {
+        for &connections in &args.connections {
+            for target in targets {
                 let spec = LoadSpec {
                     url: target.url.clone(),
                     headers: Vec::new(),
@@ -342,5 +344,6 @@ async fn warm_matrix(targets: &[Target], size: u64, args: &Args) -> Result<Vec<C
             }
         }
     }
+    cells.sort_by_key(|c| targets.iter().position(|t| t.name == c.target));
     Ok(cells)
 }
