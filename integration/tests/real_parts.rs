@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dadi_p2p_integration::http::{self, range};
+use dadi_p2p_integration::load::{self, LoadSpec, Pattern};
 use dadi_p2p_integration::{
     build_image, Accelerator, AcceleratorOptions, Compression, Credentials, HarnessError,
     LayerSpec, Nginx, OciImage, Prometheus, Registry, RegistryOptions, ScrapeTarget,
@@ -327,4 +328,52 @@ fn launcher_restarts_on_the_same_port_and_cache_dir() {
         std::fs::read_to_string(config_path).unwrap(),
         "cache:\n  capacity: 1Gi\n"
     );
+}
+
+#[tokio::test]
+async fn load_generator_counts_exact_bytes_and_errors() {
+    let layout = tempfile::tempdir().unwrap();
+    let image = small_image(layout.path());
+    let registry = Registry::start().unwrap();
+    registry.push_image(&image, "app").unwrap();
+    let front = Nginx::redirecting_front(&registry).unwrap();
+    let layer = &image.layers[1];
+    let spec = LoadSpec {
+        url: front.storage_blob_url(&layer.digest).unwrap(),
+        headers: Vec::new(),
+        blob_size: layer.size,
+        pattern: Pattern::Sequential { block: MIB },
+        connections: 3,
+        requests: 10,
+        time_cap: Duration::from_secs(60),
+        seed: 1,
+    };
+    let done = load::run(&spec).await.unwrap();
+    assert_eq!((done.requests, done.errors), (10, 0));
+    // Three full 1 MiB blocks and the tail, wrapping: 0,1,2,3(tail),0,1,2,3,0,1.
+    let tail = layer.size - 3 * MIB;
+    assert_eq!(done.bytes, 8 * MIB + 2 * tail);
+    assert!(!done.capped);
+    assert!(done.p50_us <= done.p99_us && done.p99_us <= done.max_us);
+
+    let random = LoadSpec {
+        pattern: Pattern::Random { block: 64 * 1024 },
+        requests: 40,
+        ..spec.clone()
+    };
+    let done = load::run(&random).await.unwrap();
+    assert_eq!(
+        (done.requests, done.errors, done.bytes),
+        (40, 0, 40 * 64 * 1024)
+    );
+
+    let missing = LoadSpec {
+        url: front
+            .storage_blob_url(&format!("sha256:{}", "ab".repeat(32)))
+            .unwrap(),
+        requests: 5,
+        ..spec
+    };
+    let failed = load::run(&missing).await.unwrap();
+    assert_eq!((failed.requests, failed.errors, failed.bytes), (0, 5, 0));
 }
