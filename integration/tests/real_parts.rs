@@ -32,6 +32,15 @@ fn small_image(dir: &Path) -> OciImage {
     build_image(dir, "v1", &layers).unwrap()
 }
 
+/// A registry (no auth) holding [`small_image`] as `app:v1`, with the layout it came from.
+fn registry_with_image() -> (tempfile::TempDir, OciImage, Registry) {
+    let layout = tempfile::tempdir().unwrap();
+    let image = small_image(layout.path());
+    let registry = Registry::start().unwrap();
+    registry.push_image(&image, "app").unwrap();
+    (layout, image, registry)
+}
+
 fn file_range(path: &Path, start: u64, end: u64) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
     bytes[start as usize..=end as usize].to_vec()
@@ -54,10 +63,7 @@ async fn assert_manifest_served(base_url: &str, image: &OciImage) {
 
 #[tokio::test]
 async fn registry_serves_pushed_layers_whole_and_by_range() {
-    let layout = tempfile::tempdir().unwrap();
-    let image = small_image(layout.path());
-    let registry = Registry::start().unwrap();
-    registry.push_image(&image, "app").unwrap();
+    let (_layout, image, registry) = registry_with_image();
 
     for layer in &image.layers {
         let url = registry.blob_url("app", &layer.digest);
@@ -132,10 +138,7 @@ async fn registry_with_auth_refuses_anonymous_reads() {
 
 #[tokio::test]
 async fn nginx_front_redirects_blobs_to_storage_urls_that_serve_exact_bytes() {
-    let layout = tempfile::tempdir().unwrap();
-    let image = small_image(layout.path());
-    let registry = Registry::start().unwrap();
-    registry.push_image(&image, "app").unwrap();
+    let (_layout, image, registry) = registry_with_image();
     let front = Nginx::redirecting_front(&registry).unwrap();
     let layer = &image.layers[1];
     let storage = front.storage_base_url().unwrap();
@@ -177,10 +180,7 @@ async fn nginx_front_redirects_blobs_to_storage_urls_that_serve_exact_bytes() {
 
 #[tokio::test]
 async fn nginx_caching_proxy_serves_exact_ranges_from_its_cache() {
-    let layout = tempfile::tempdir().unwrap();
-    let image = small_image(layout.path());
-    let registry = Registry::start().unwrap();
-    registry.push_image(&image, "app").unwrap();
+    let (_layout, image, registry) = registry_with_image();
     let cache = Nginx::caching_proxy(&registry, 64 * MIB).unwrap();
     let layer = &image.layers[1];
     let url = cache.blob_url("app", &layer.digest);
@@ -332,10 +332,7 @@ fn launcher_restarts_on_the_same_port_and_cache_dir() {
 
 #[tokio::test]
 async fn load_generator_counts_exact_bytes_and_errors() {
-    let layout = tempfile::tempdir().unwrap();
-    let image = small_image(layout.path());
-    let registry = Registry::start().unwrap();
-    registry.push_image(&image, "app").unwrap();
+    let (_layout, image, registry) = registry_with_image();
     let front = Nginx::redirecting_front(&registry).unwrap();
     let layer = &image.layers[1];
     let spec = LoadSpec {
