@@ -35,7 +35,7 @@ impl AcceleratorOptions {
             config_yaml: None,
             cache_dir: None,
             args: Vec::new(),
-            env: vec![("RUST_LOG".into(), "info".into())],
+            env: Vec::new(),
             ready_timeout: Duration::from_secs(30),
         }
     }
@@ -68,7 +68,7 @@ impl AcceleratorOptions {
         self
     }
 
-    /// An environment variable for the daemon (`RUST_LOG=info` is set by default).
+    /// An environment variable for the daemon, on top of the harness's own environment.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self

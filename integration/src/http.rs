@@ -135,6 +135,17 @@ impl Conn {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, u64)> {
+        self.get_each(path, headers, |_| {}).await
+    }
+
+    /// `GET path`, handing each body chunk to `each` (e.g. a hasher); returns the status and
+    /// the body length.
+    pub async fn get_each(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(StatusCode, u64)> {
         let url = format!("http://{}{path}", self.addr);
         let fut = async {
             let response = self.send(Method::GET, path, headers, empty()).await?;
@@ -145,6 +156,7 @@ impl Conn {
                 let frame = frame.map_err(|e| HarnessError::http(&url, e))?;
                 if let Some(data) = frame.data_ref() {
                     bytes += data.len() as u64;
+                    each(data);
                 }
             }
             Ok((status, bytes))

@@ -6,7 +6,7 @@
 //! is killed and reaped when its guard drops. Start-up functions are blocking so they work in
 //! plain and async tests alike; the HTTP client and load generator are async (tokio).
 //!
-//! Network traffic from this crate only ever goes to 127.0.0.1.
+//! Network traffic from this crate only ever goes to loopback addresses (127.0.0.0/8).
 
 mod accelerator;
 mod error;

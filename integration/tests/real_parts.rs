@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dadi_p2p_integration::http::{self, range};
+use dadi_p2p_integration::load::{self, LoadSpec, Pattern};
 use dadi_p2p_integration::{
     build_image, Accelerator, AcceleratorOptions, Compression, Credentials, HarnessError,
     LayerSpec, Nginx, OciImage, Prometheus, Registry, RegistryOptions, ScrapeTarget,
@@ -31,6 +32,15 @@ fn small_image(dir: &Path) -> OciImage {
     build_image(dir, "v1", &layers).unwrap()
 }
 
+/// A registry (no auth) holding [`small_image`] as `app:v1`, with the layout it came from.
+fn registry_with_image() -> (tempfile::TempDir, OciImage, Registry) {
+    let layout = tempfile::tempdir().unwrap();
+    let image = small_image(layout.path());
+    let registry = Registry::start().unwrap();
+    registry.push_image(&image, "app").unwrap();
+    (layout, image, registry)
+}
+
 fn file_range(path: &Path, start: u64, end: u64) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
     bytes[start as usize..=end as usize].to_vec()
@@ -53,10 +63,7 @@ async fn assert_manifest_served(base_url: &str, image: &OciImage) {
 
 #[tokio::test]
 async fn registry_serves_pushed_layers_whole_and_by_range() {
-    let layout = tempfile::tempdir().unwrap();
-    let image = small_image(layout.path());
-    let registry = Registry::start().unwrap();
-    registry.push_image(&image, "app").unwrap();
+    let (_layout, image, registry) = registry_with_image();
 
     for layer in &image.layers {
         let url = registry.blob_url("app", &layer.digest);
@@ -131,10 +138,7 @@ async fn registry_with_auth_refuses_anonymous_reads() {
 
 #[tokio::test]
 async fn nginx_front_redirects_blobs_to_storage_urls_that_serve_exact_bytes() {
-    let layout = tempfile::tempdir().unwrap();
-    let image = small_image(layout.path());
-    let registry = Registry::start().unwrap();
-    registry.push_image(&image, "app").unwrap();
+    let (_layout, image, registry) = registry_with_image();
     let front = Nginx::redirecting_front(&registry).unwrap();
     let layer = &image.layers[1];
     let storage = front.storage_base_url().unwrap();
@@ -176,10 +180,7 @@ async fn nginx_front_redirects_blobs_to_storage_urls_that_serve_exact_bytes() {
 
 #[tokio::test]
 async fn nginx_caching_proxy_serves_exact_ranges_from_its_cache() {
-    let layout = tempfile::tempdir().unwrap();
-    let image = small_image(layout.path());
-    let registry = Registry::start().unwrap();
-    registry.push_image(&image, "app").unwrap();
+    let (_layout, image, registry) = registry_with_image();
     let cache = Nginx::caching_proxy(&registry, 64 * MIB).unwrap();
     let layer = &image.layers[1];
     let url = cache.blob_url("app", &layer.digest);
@@ -327,4 +328,49 @@ fn launcher_restarts_on_the_same_port_and_cache_dir() {
         std::fs::read_to_string(config_path).unwrap(),
         "cache:\n  capacity: 1Gi\n"
     );
+}
+
+#[tokio::test]
+async fn load_generator_counts_exact_bytes_and_errors() {
+    let (_layout, image, registry) = registry_with_image();
+    let front = Nginx::redirecting_front(&registry).unwrap();
+    let layer = &image.layers[1];
+    let spec = LoadSpec {
+        url: front.storage_blob_url(&layer.digest).unwrap(),
+        headers: Vec::new(),
+        blob_size: layer.size,
+        pattern: Pattern::Sequential { block: MIB },
+        connections: 3,
+        requests: 10,
+        time_cap: Duration::from_secs(60),
+        seed: 1,
+    };
+    let done = load::run(&spec).await.unwrap();
+    assert_eq!((done.requests, done.errors), (10, 0));
+    // Three full 1 MiB blocks and the tail, wrapping: 0,1,2,3(tail),0,1,2,3,0,1.
+    let tail = layer.size - 3 * MIB;
+    assert_eq!(done.bytes, 8 * MIB + 2 * tail);
+    assert!(!done.capped);
+    assert!(done.p50_us <= done.p99_us && done.p99_us <= done.max_us);
+
+    let random = LoadSpec {
+        pattern: Pattern::Random { block: 64 * 1024 },
+        requests: 40,
+        ..spec.clone()
+    };
+    let done = load::run(&random).await.unwrap();
+    assert_eq!(
+        (done.requests, done.errors, done.bytes),
+        (40, 0, 40 * 64 * 1024)
+    );
+
+    let missing = LoadSpec {
+        url: front
+            .storage_blob_url(&format!("sha256:{}", "ab".repeat(32)))
+            .unwrap(),
+        requests: 5,
+        ..spec
+    };
+    let failed = load::run(&missing).await.unwrap();
+    assert_eq!((failed.requests, failed.errors, failed.bytes), (0, 5, 0));
 }

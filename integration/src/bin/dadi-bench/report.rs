@@ -26,8 +26,10 @@ pub fn table(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "direct seq 1 MiB {:.0} MB/s, plain GET {:.0} MB/s",
-        s.direct_mbps, s.direct_get_mbps
+        "direct seq 1 MiB {:.0} MB/s, plain GET {:.0} MB/s; warm plain GET via dadi-p2p {} MB/s",
+        s.direct_mbps,
+        s.direct_get_mbps,
+        opt(s.warm_get_mbps)
     );
     let _ = writeln!(
         out,
@@ -39,10 +41,12 @@ pub fn table(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "dadi-p2p peak RSS {} MiB, CPU s/GiB cold {} warm {}",
+        "dadi-p2p peak RSS {} MiB, CPU s/GiB cold {} warm {}, whole blob exact: {}",
         opt(s.peak_rss_mib),
         opt(s.cpu_seconds_per_gib_cold),
-        opt(s.cpu_seconds_per_gib_warm)
+        opt(s.cpu_seconds_per_gib_warm),
+        s.dadi_exact_blob
+            .map_or("-".to_owned(), |ok| ok.to_string())
     );
     let _ = writeln!(
         out,

@@ -20,10 +20,11 @@ use anyhow::{Context, Result};
 use dadi_p2p_integration::http;
 use dadi_p2p_integration::load::{self, LoadResult, LoadSpec, Pattern};
 use dadi_p2p_integration::{
-    build_image, cpu_seconds, Accelerator, AcceleratorOptions, Compression, LayerSpec, Nginx,
-    Registry,
+    build_image, cpu_seconds, Accelerator, AcceleratorOptions, BlobInfo, Compression, LayerSpec,
+    Nginx, Registry,
 };
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::args::{Args, Push};
 
@@ -50,6 +51,10 @@ pub struct Summary {
     pub push_seconds: f64,
     pub direct_mbps: f64,
     pub direct_get_mbps: f64,
+    /// A warm plain GET of the whole blob through dadi-p2p.
+    pub warm_get_mbps: Option<f64>,
+    /// Whether dadi-p2p served the whole blob with the right digest at the end of the run.
+    pub dadi_exact_blob: Option<bool>,
     pub cold_mbps: Option<f64>,
     pub cold_vs_direct: Option<f64>,
     pub nginx_cold_mbps: f64,
@@ -146,6 +151,15 @@ pub async fn run(args: &Args) -> Result<Summary> {
         }
         _ => None,
     };
+    // The whole blob once more through dadi-p2p, warm: timed, then checked by digest.
+    let (warm_get_mbps, exact_blob) = match &accelerator {
+        Some(acc) => {
+            let url = acc.accelerator_url(&direct_url);
+            let mbps = plain_get(&url, blob.size).await?;
+            (Some(mbps), Some(serves_exact_blob(&url, &blob).await?))
+        }
+        None => (None, None),
+    };
     let peak_rss_mib = match &accelerator {
         Some(acc) => Some(acc.peak_rss_kib()? as f64 / 1024.0),
         None => None,
@@ -173,6 +187,8 @@ pub async fn run(args: &Args) -> Result<Summary> {
         push_seconds,
         direct_mbps: direct.mbps,
         direct_get_mbps,
+        warm_get_mbps,
+        dadi_exact_blob: exact_blob,
         cold_mbps: cold.as_ref().map(|(r, _)| r.mbps),
         cold_vs_direct: cold.as_ref().map(|(r, _)| r.mbps / direct.mbps),
         nginx_cold_mbps: nginx_cold.mbps,
@@ -192,10 +208,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
 }
 
 /// Generates the image and puts its layer into the registry; returns the layer and timings.
-async fn put_blob(
-    registry: &Registry,
-    args: &Args,
-) -> Result<(dadi_p2p_integration::BlobInfo, f64, f64)> {
+async fn put_blob(registry: &Registry, args: &Args) -> Result<(BlobInfo, f64, f64)> {
     let layout = tempfile::Builder::new()
         .prefix("dadi-bench-layout-")
         .tempdir()?;
@@ -270,6 +283,16 @@ async fn plain_get(url: &str, size: u64) -> Result<f64> {
     Ok(bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
 }
 
+/// Whether one plain GET of `url` yields exactly the blob (length and digest); untimed.
+async fn serves_exact_blob(url: &str, blob: &BlobInfo) -> Result<bool> {
+    let (addr, path) = http::split_loopback_url(url)?;
+    let mut conn = http::Conn::connect(addr).await?;
+    let mut hasher = Sha256::new();
+    let (status, bytes) = conn.get_each(&path, &[], |b| hasher.update(b)).await?;
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    Ok(status == 200 && bytes == blob.size && digest == blob.digest)
+}
+
 async fn warm_matrix(targets: &[Target], size: u64, args: &Args) -> Result<Vec<Cell>> {
     let patterns = [
         (
@@ -284,9 +307,11 @@ async fn warm_matrix(targets: &[Target], size: u64, args: &Args) -> Result<Vec<C
         ),
     ];
     let mut cells = Vec::new();
-    for target in targets {
-        for &(pattern_name, pattern, requests) in &patterns {
-            for &connections in &args.connections {
+    // Targets alternate within each load so that background noise on a shared machine hits
+    // them alike; the matrix is sorted by target afterwards.
+    for &(pattern_name, pattern, requests) in &patterns {
+        for &connections in &args.connections {
+            for target in targets {
                 let spec = LoadSpec {
                     url: target.url.clone(),
                     headers: Vec::new(),
@@ -319,5 +344,6 @@ async fn warm_matrix(targets: &[Target], size: u64, args: &Args) -> Result<Vec<C
             }
         }
     }
+    cells.sort_by_key(|c| targets.iter().position(|t| t.name == c.target));
     Ok(cells)
 }
