@@ -17,6 +17,7 @@
 //! pieces for sequential readers; the optional throttle caps bytes sent downstream.
 
 mod blob_slots;
+mod error;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
@@ -24,17 +25,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use tokio::sync::watch;
 
 use crate::cache::{BlobId, Cache, CacheError, PieceId, PieceRef, PieceWriter};
-use crate::origin::{Origin, OriginError, Sink};
+use crate::origin::{Origin, Sink};
 use crate::plan::{self, Decision, Layout, PieceState, Remote};
 use crate::range::Span;
 use crate::target::{BlobKey, Target};
 use crate::telemetry::{AuditOp, Kind, Source, Telemetry};
 use crate::throttle::Throttle;
 
+pub use error::EngineError;
 pub use stream::BodyStream;
 
 /// Blobs whose sequential position is remembered for read-ahead.
@@ -45,55 +47,6 @@ const SEQUENTIAL_MEMORY: usize = 1024;
 const FRESH_MEMORY: usize = 65_536;
 /// Tries to get a piece into the cache before a reader is served from memory instead.
 const MISS_ROUNDS: usize = 3;
-
-/// Why a read failed, in a form every waiter of a shared download can hold.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
-    #[error("upstream answered {status}")]
-    UpstreamStatus {
-        status: StatusCode,
-        www_authenticate: Option<HeaderValue>,
-    },
-    #[error("{0}")]
-    UpstreamDown(String),
-    #[error("upstream timed out")]
-    UpstreamTimeout,
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    UpstreamProtocol(String),
-    #[error("cache is full of pieces being read")]
-    CacheFull,
-    #[error("cache: {0}")]
-    Cache(String),
-}
-
-impl From<OriginError> for EngineError {
-    fn from(e: OriginError) -> Self {
-        match e {
-            OriginError::Status {
-                status,
-                www_authenticate,
-            } => EngineError::UpstreamStatus {
-                status,
-                www_authenticate,
-            },
-            OriginError::Unreachable(m) => EngineError::UpstreamDown(m),
-            OriginError::Timeout => EngineError::UpstreamTimeout,
-            OriginError::Forbidden(t) => EngineError::Forbidden(t.to_string()),
-            OriginError::Protocol(m) => EngineError::UpstreamProtocol(m),
-        }
-    }
-}
-
-impl From<CacheError> for EngineError {
-    fn from(e: CacheError) -> Self {
-        match e {
-            CacheError::Full { .. } => EngineError::CacheFull,
-            other => EngineError::Cache(other.to_string()),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
