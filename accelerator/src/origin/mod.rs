@@ -249,7 +249,7 @@ impl Origin {
             None => format!("bytes={first}-"),
         };
         for _ in 0..=MAX_REDIRECTS {
-            self.policy.check_host(current.host().unwrap_or_default())?;
+            self.policy.check_uri(&current)?;
             let mut req = Request::get(current.clone())
                 .header(RANGE, &range)
                 .header(USER_AGENT, self.user_agent.clone())

@@ -93,7 +93,7 @@ async fn accelerate(
         return Err(ApiError::Loop);
     }
     let target = Target::parse(&upstream_url(&req))?;
-    app.policy.check_host(target.host())?;
+    app.policy.check_uri(&target.uri)?;
     let spec = match req.headers().get(RANGE) {
         None => None,
         Some(v) => {
