@@ -225,3 +225,31 @@ async fn a_download_cut_short_caches_nothing() {
     assert!(part.body[..] == data[65_000..=200_000]);
     assert_eq!(cached_pieces(acc.cache_dir(), &name).len(), pieces);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_refusals_keep_their_status_and_are_not_retried() {
+    let acc = start(&config("upstream:\n  retries: 1\n"));
+    // What overlaybd maps to EPERM, ENOENT and EBUSY must arrive as the same status.
+    for status in [401, 403, 404, 410, 429] {
+        let upstream = HandUpstream::start(Behaviour::Status(status)).await;
+        let r = http::get(
+            &acc.accelerator_url(&upstream.url("/layer.bin")),
+            &[("range", "bytes=0-0")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, status);
+        one_line_reason(&r);
+        assert_eq!(upstream.requests(), 1, "{status} was retried");
+    }
+    // A server error is retried, then reported as a bad gateway.
+    let upstream = HandUpstream::start(Behaviour::Status(500)).await;
+    let r = http::get(
+        &acc.accelerator_url(&upstream.url("/layer.bin")),
+        &[("range", "bytes=0-0")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(upstream.requests(), 2);
+}

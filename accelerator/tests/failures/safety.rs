@@ -67,6 +67,11 @@ async fn refused_requests_get_a_reason_and_write_nothing() {
             "through itself",
         ),
         (String::new(), 400, "no URL"),
+        (
+            format!("http://127.0.0.1:{up}/{}", "a".repeat(9000)),
+            400,
+            "URL too long",
+        ),
     ];
     for (blob, status, what) in &cases {
         let r = http::get(&acc.accelerator_url(blob), &[("range", "bytes=0-0")])
@@ -168,4 +173,46 @@ async fn hosts_outside_the_allow_list_are_refused_before_connecting() {
     .unwrap();
     assert_eq!(r.status, 206);
     assert!(r.body[..] == data[..10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_held_to_the_same_rules_as_requests() {
+    let (target, _) = serving_upstream().await;
+    let acc = start(&config("upstream:\n  allowHosts: [\"127.0.0.1\"]\n"));
+    let own = acc.port();
+    let forbidden = [
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://100.100.100.200/latest/meta-data/".to_string(),
+        format!(
+            "http://127.0.0.1:{own}/accelerator/{}",
+            target.url("/layer.bin")
+        ),
+        format!("http://localhost:{}/layer.bin", target.port()),
+    ];
+    for location in forbidden {
+        let redirecting = HandUpstream::start(Behaviour::Redirect(location.clone())).await;
+        let r = http::get(
+            &acc.accelerator_url(&redirecting.url("/layer.bin")),
+            &[("range", "bytes=0-0")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 403, "redirect to {location}");
+        one_line_reason(&r);
+        assert_eq!(redirecting.requests(), 1);
+    }
+    assert_eq!(target.connections(), 0, "a forbidden redirect was followed");
+
+    // A redirect to itself is followed a bounded number of times, as overlaybd does.
+    let looping = HandUpstream::start(Behaviour::Status(200)).await;
+    looping.set(Behaviour::Redirect(looping.url("/layer.bin")));
+    let r = http::get(
+        &acc.accelerator_url(&looping.url("/layer.bin")),
+        &[("range", "bytes=0-0")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 502);
+    one_line_reason(&r);
+    assert_eq!(looping.requests(), 9, "the first request and 8 redirects");
 }

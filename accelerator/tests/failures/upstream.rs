@@ -1,6 +1,7 @@
 //! An upstream written by hand on a loopback `TcpListener`, for the failures a real registry
-//! will not produce on demand: a server that never answers, one that answers 503 to
-//! everything, and one that announces a whole range but closes half-way through it.
+//! will not produce on demand: a server that never answers, one that answers a fixed status
+//! or redirect to everything, and one that announces a whole range but closes half-way
+//! through it.
 //!
 //! It counts accepted connections and parsed requests, which is how the tests see that a
 //! refused request sent nothing upstream and that retries are bounded. Its behaviour can be
@@ -23,6 +24,8 @@ pub enum Behaviour {
     Silent,
     /// Answers every request with this status and an empty body, keeping the connection.
     Status(u16),
+    /// Answers every request with a 307 to this URL.
+    Redirect(String),
     /// Serves `data` with Range support; when `truncate` is set, a response of more than one
     /// byte announces its full length but the connection closes after half of it.
     Blob { data: Arc<Vec<u8>>, truncate: bool },
@@ -116,6 +119,13 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             Behaviour::Status(code) => {
                 let answer = format!(
                     "HTTP/1.1 {code} Status\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"
+                );
+                stream.write_all(answer.as_bytes()).await.is_ok()
+            }
+            Behaviour::Redirect(location) => {
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\n\
+                     Content-Length: 0\r\n\r\n"
                 );
                 stream.write_all(answer.as_bytes()).await.is_ok()
             }
