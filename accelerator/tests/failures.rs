@@ -14,6 +14,8 @@ mod lifecycle;
 mod origin;
 #[path = "failures/safety.rs"]
 mod safety;
+#[path = "failures/tls.rs"]
+mod tls;
 #[path = "failures/upstream.rs"]
 mod upstream;
 
