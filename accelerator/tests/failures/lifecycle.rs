@@ -7,7 +7,7 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dadi_p2p_integration::{Accelerator, ProcessGuard};
+use dadi_p2p_integration::{free_port, Accelerator, ProcessGuard};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
@@ -147,25 +147,60 @@ fn bad_configuration_stops_the_daemon_at_start_naming_key_and_value() {
         );
     }
 
-    // The service port taken by someone else.
+    // The service port taken by someone else, a cache directory that cannot be made, and
+    // a certificate that is not there: each named in one line.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = held.local_addr().unwrap().to_string();
+    let not_a_dir = dir.path().join("plain-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let bad_cache = not_a_dir.join("cache");
+    let missing_cert = dir.path().join("missing-cert.pem");
+    let free = format!("127.0.0.1:{}", free_port().unwrap());
     std::fs::write(&config, "").unwrap();
-    let (status, stderr) = run_to_exit(
-        &[
-            "--config".as_ref(),
-            config.as_os_str(),
-            "--cache-dir".as_ref(),
-            cache.as_os_str(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-        ],
-        dir.path(),
-    );
-    assert!(!status.success());
-    assert!(
-        stderr.contains(&listen) && stderr.contains("in use"),
-        "{stderr:?}"
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr:?}");
+    let runs: [(Vec<&std::ffi::OsStr>, Vec<String>); 3] = [
+        (
+            vec!["--listen".as_ref(), listen.as_ref()],
+            vec![listen.clone(), "in use".into()],
+        ),
+        (
+            vec![
+                "--listen".as_ref(),
+                free.as_ref(),
+                "--cache-dir".as_ref(),
+                bad_cache.as_os_str(),
+            ],
+            vec!["cache.dir".into(), bad_cache.display().to_string()],
+        ),
+        (
+            vec![
+                "--listen".as_ref(),
+                free.as_ref(),
+                "--tls-cert".as_ref(),
+                missing_cert.as_os_str(),
+                "--tls-key".as_ref(),
+                missing_cert.as_os_str(),
+            ],
+            vec![missing_cert.display().to_string()],
+        ),
+    ];
+    for (extra, expected) in runs {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), config.as_os_str()];
+        args.extend(extra);
+        if !args.contains(&"--cache-dir".as_ref()) {
+            args.extend(["--cache-dir".as_ref(), cache.as_os_str()]);
+        }
+        let (status, stderr) = run_to_exit(&args, dir.path());
+        assert!(!status.success(), "{args:?} started");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("dadi-p2p: "))
+            .unwrap_or_else(|| panic!("no error line in {stderr:?}"));
+        for word in &expected {
+            assert!(line.contains(word.as_str()), "{word:?} not in {line:?}");
+        }
+        assert!(
+            line.matches("os error").count() <= 1,
+            "repeated cause: {line:?}"
+        );
+    }
 }
