@@ -1,5 +1,6 @@
-//! The daemon's life: SIGTERM in the middle of a response, and start-up refused for bad
-//! configuration or a busy port.
+//! The daemon's life: SIGTERM or SIGINT in the middle of a response, and start-up refused
+//! for bad configuration, a busy port, a cache directory it cannot use or a missing
+//! certificate.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,63 +22,121 @@ const BIN: &str = env!("CARGO_BIN_EXE_dadi-p2p");
 /// Bound on any single step of these tests.
 const STEP: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_finishes_the_response_in_flight_then_exits_zero() {
-    let (registry, digest, bytes) = registry_with_blob(None, 3 * MIB as usize, 21).await;
-    // 1 MB/s downstream: the 3 MiB answer takes seconds, so SIGTERM lands in the middle.
-    let yaml = format!(
-        "cache:\n  capacity: {}\n  pieceSize: {PIECE}\nthrottleLimitMB: 1\n",
-        64 * MIB
-    );
-    let mut acc = Accelerator::start(options().config_yaml(yaml)).unwrap();
-    let addr: SocketAddr = ([127, 0, 0, 1], acc.port()).into();
+/// A daemon in the middle of a slow whole-blob answer: 1 MB/s downstream for a 3 MiB blob,
+/// so a signal sent now lands seconds before the answer would end.
+struct Streaming {
+    acc: Accelerator,
+    addr: SocketAddr,
+    bytes: Vec<u8>,
+    body: hyper::body::Incoming,
+    got: Vec<u8>,
+    _registry: dadi_p2p_integration::Registry,
+}
 
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
-    let request = Request::get(format!(
-        "/accelerator/{}",
-        registry.blob_url("app", &digest)
-    ))
-    .header("host", addr.to_string())
-    .body(Empty::<Bytes>::new())
-    .unwrap();
-    let response = tokio::time::timeout(STEP, sender.send_request(request))
-        .await
-        .unwrap()
+impl Streaming {
+    async fn start(extra_yaml: &str) -> Streaming {
+        let (registry, digest, bytes) = registry_with_blob(None, 3 * MIB as usize, 21).await;
+        let yaml = format!(
+            "cache:\n  capacity: {}\n  pieceSize: {PIECE}\nthrottleLimitMB: 1\n{extra_yaml}",
+            64 * MIB
+        );
+        let acc = Accelerator::start(options().config_yaml(yaml)).unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], acc.port()).into();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let request = Request::get(format!(
+            "/accelerator/{}",
+            registry.blob_url("app", &digest)
+        ))
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
-    let mut got = Vec::with_capacity(bytes.len());
-    while got.is_empty() {
-        let frame = tokio::time::timeout(STEP, body.frame()).await.unwrap();
-        if let Some(data) = frame.unwrap().unwrap().data_ref() {
-            got.extend_from_slice(data);
+        let response = tokio::time::timeout(STEP, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut streaming = Streaming {
+            acc,
+            addr,
+            bytes,
+            body: response.into_body(),
+            got: Vec::new(),
+            _registry: registry,
+        };
+        while streaming.got.is_empty() {
+            let frame = tokio::time::timeout(STEP, streaming.body.frame())
+                .await
+                .unwrap();
+            if let Some(data) = frame.unwrap().unwrap().data_ref() {
+                streaming.got.extend_from_slice(data);
+            }
         }
+        streaming
     }
 
-    let pid = acc.pid().unwrap() as libc::pid_t;
-    // SAFETY: kill(2) on the daemon this test started and has not reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let at_signal = got.len();
-    assert!(at_signal < bytes.len(), "the answer was already complete");
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.acc.pid().unwrap() as libc::pid_t;
+        // SAFETY: kill(2) on the daemon this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        assert!(
+            self.got.len() < self.bytes.len(),
+            "the answer was complete before the signal"
+        );
+    }
+
+    /// Reads the rest of the body; `Err` when the connection broke off before its end.
+    async fn finish(&mut self) -> Result<(), hyper::Error> {
+        while let Some(frame) = tokio::time::timeout(STEP, self.body.frame()).await.unwrap() {
+            if let Some(data) = frame?.data_ref() {
+                self.got.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_response_in_flight_then_exits_zero() {
+    let mut s = Streaming::start("").await;
+    s.signal(libc::SIGTERM);
 
     // The listener closes at once: a new connection is refused while the answer streams on.
-    let refused = eventually(Duration::from_secs(10), || async {
+    let addr = s.addr;
+    let refused = eventually(Duration::from_secs(10), || async move {
         TcpStream::connect(addr).await.is_err()
     })
     .await;
     assert!(refused, "still accepting connections after SIGTERM");
 
-    while let Some(frame) = tokio::time::timeout(STEP, body.frame()).await.unwrap() {
-        if let Some(data) = frame.unwrap().data_ref() {
-            got.extend_from_slice(data);
-        }
-    }
-    assert_eq!(got.len(), bytes.len());
-    assert!(got == bytes, "bytes differ after shutdown began");
+    s.finish().await.unwrap();
+    assert_eq!(s.got.len(), s.bytes.len());
+    assert!(s.got == s.bytes, "bytes differ after shutdown began");
+    let status = s.acc.terminate().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(s.acc.dir().join("dadi-p2p.err")).unwrap();
+    assert!(log.contains("cache index flushed"), "{log}");
+}
 
-    let status = acc.terminate().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_for_the_grace_period_only() {
+    // Far less grace than the answer needs: it is cut when the grace is over, and the daemon
+    // still stops cleanly instead of waiting for it.
+    let mut s = Streaming::start("service:\n  graceMs: 300\n").await;
+    s.signal(libc::SIGINT);
+    let ended = s.finish().await;
+    assert!(
+        ended.is_err() && s.got.len() < s.bytes.len(),
+        "{} of {} bytes, {ended:?}",
+        s.got.len(),
+        s.bytes.len()
+    );
+    assert!(
+        s.got[..] == s.bytes[..s.got.len()],
+        "the bytes sent were wrong"
+    );
+    let status = s.acc.terminate().unwrap();
     assert!(status.success(), "exit status {status}");
 }
 
