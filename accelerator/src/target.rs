@@ -238,7 +238,8 @@ impl Policy {
 
     /// Checks a resolved address just before connecting: DNS must not smuggle a forbidden one.
     pub fn check_addr(&self, addr: SocketAddr) -> Result<(), TargetError> {
-        let ip = addr.ip();
+        // `::ffff:127.0.0.1` reaches an IPv4 listener too, so it is judged as `127.0.0.1`.
+        let ip = addr.ip().to_canonical();
         if is_metadata_ip(ip) {
             return Err(TargetError::Forbidden(format!(
                 "{ip} is a link-local or metadata address"
@@ -366,6 +367,9 @@ mod tests {
         assert!(p.check_uri(&uri("http://127.0.0.1:65001/v2/x")).is_err());
         assert!(p.check_uri(&uri("http://localhost:65001/v2/x")).is_err());
         assert!(p.check_uri(&uri("http://[::1]:65001/v2/x")).is_err());
+        assert!(p
+            .check_uri(&uri("http://[::ffff:127.0.0.1]:65001/v2/x"))
+            .is_err());
         assert!(p.check_uri(&uri("http://169.254.169.254/latest")).is_err());
         assert!(p.check_uri(&uri("http://127.0.0.1:5000/v2/x")).is_ok());
         assert!(p.check_uri(&uri("https://reg.example.com/v2/x")).is_ok());

@@ -62,6 +62,11 @@ async fn refused_requests_get_a_reason_and_write_nothing() {
             "own port by name",
         ),
         (
+            format!("http://[::ffff:127.0.0.1]:{own}/v2/app/blobs/sha256:{hex}"),
+            403,
+            "own port, v4-mapped",
+        ),
+        (
             format!("http://127.0.0.1:{own}/accelerator/http://127.0.0.1:{up}/layer.bin"),
             403,
             "through itself",
