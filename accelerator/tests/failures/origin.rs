@@ -1,5 +1,5 @@
-//! The origin side: redirects to storage, registry auth, and an origin that is down, silent,
-//! failing with 5xx or cutting a download short.
+//! The origin side: redirects to storage, registry auth, kept-alive origin connections, and
+//! an origin that is down, silent, refusing, failing with 5xx or cutting a download short.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,4 +252,31 @@ async fn origin_refusals_keep_their_status_and_are_not_retried() {
     .unwrap();
     assert_eq!(r.status, 502);
     assert_eq!(upstream.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connections_are_kept_alive_and_reused() {
+    let data = Arc::new(super::blob_bytes(5 * PIECE as usize, 14));
+    let upstream = HandUpstream::start(Behaviour::Blob {
+        data: data.clone(),
+        truncate: false,
+    })
+    .await;
+    let acc = start(&config("readAhead: 0\n"));
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    // One piece at a time: the size probe, then one request per piece, all on one connection.
+    for piece in 0..5 {
+        let first = piece * PIECE;
+        let r = http::get(&url, &[("range", &range(first, first + PIECE - 1))])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 206);
+        assert!(r.body[..] == data[first as usize..(first + PIECE) as usize]);
+    }
+    assert_eq!(upstream.requests(), 6);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "origin connections were not reused"
+    );
 }
