@@ -280,3 +280,69 @@ async fn origin_connections_are_kept_alive_and_reused() {
         "origin connections were not reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_killed_mid_read_is_retried_and_leaves_only_whole_pieces() {
+    let retries = 2;
+    let (mut registry, digest, bytes) = registry_with_blob(None, 2 << 20, 15).await;
+    // 1 MB/s downstream and no read-ahead: pieces are fetched as the answer reaches them, so
+    // most of them are still to come when the registry dies.
+    let acc = start(&format!(
+        "cache:\n  capacity: {}\n  pieceSize: {PIECE}\nExporterConfig:\n  enable: true\n  \
+         standaloneExporterPort: false\nthrottleLimitMB: 1\nreadAhead: 0\n\
+         upstream:\n  retries: {retries}\n",
+        64 << 20
+    ));
+    let url = acc.accelerator_url(&registry.blob_url("app", &digest));
+    let reader = tokio::spawn({
+        let url = url.clone();
+        async move { http::get(&url, &[]).await }
+    });
+    let name = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+    let started = eventually(Duration::from_secs(30), || async {
+        !cached_pieces(acc.cache_dir(), &name).is_empty()
+    })
+    .await;
+    assert!(started, "no piece arrived");
+    registry.process().kill();
+
+    let cut = reader.await.unwrap();
+    assert!(cut.is_err(), "the answer completed without its origin");
+    let retried = metric(&acc, "dadi_p2p_origin_retries_total", &[])
+        .await
+        .unwrap();
+    assert!(retried >= retries as f64, "{retried} retries");
+    let settled = eventually(Duration::from_secs(30), || async {
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
+    })
+    .await;
+    assert!(settled, "downloads still running");
+
+    // What is cached is whole pieces only, and served without the origin.
+    let cached = cached_pieces(acc.cache_dir(), &name);
+    let total = bytes.len().div_ceil(PIECE as usize);
+    assert!(
+        !cached.is_empty() && cached.len() < total,
+        "{} pieces",
+        cached.len()
+    );
+    for file in &cached {
+        assert!(
+            file.starts_with(acc.cache_dir().join("v1/blobs")),
+            "{}",
+            file.display()
+        );
+        let index = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').next())
+            .and_then(|i| u64::from_str_radix(i, 16).ok())
+            .unwrap_or_else(|| panic!("not a piece file: {}", file.display()));
+        let first = index * PIECE;
+        let r = http::get(&url, &[("range", &range(first, first + PIECE - 1))])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 206);
+        assert!(r.body[..] == bytes[first as usize..(first + PIECE) as usize]);
+    }
+}
