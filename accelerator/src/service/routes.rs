@@ -141,7 +141,7 @@ async fn accelerate(
     }
     let body = match span {
         Some(span) if !head => {
-            let recorded = Recorded {
+            let mut recorded = Recorded {
                 inner: engine.read(blob.clone(), span),
                 telemetry: engine.telemetry().clone(),
                 pathname: blob.shown.clone(),
@@ -150,7 +150,16 @@ async fn accelerate(
                 sent: 0,
                 started,
             };
-            StreamBody::new(recorded.map(|r| r.map(Frame::data))).boxed_unsync()
+            // The first chunk is awaited before the status line goes out, so a first piece
+            // that cannot be had (origin down, slow or refusing) gets its 502, 504 or 4xx
+            // instead of a 200/206 that breaks off. A later piece can only cut the body.
+            let first = match recorded.next().await {
+                Some(Ok(data)) => data,
+                Some(Err(e)) => return Err(e.into()),
+                None => Bytes::new(),
+            };
+            let first = futures_util::stream::once(async move { Ok(Frame::data(first)) });
+            StreamBody::new(first.chain(recorded.map(|r| r.map(Frame::data)))).boxed_unsync()
         }
         _ => {
             engine.telemetry().audit(

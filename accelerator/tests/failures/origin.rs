@@ -346,3 +346,40 @@ async fn a_registry_killed_mid_read_is_retried_and_leaves_only_whole_pieces() {
         assert!(r.body[..] == bytes[first as usize..(first + PIECE) as usize]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_piece_that_cannot_be_had_gets_a_status_not_a_broken_answer() {
+    let data = Arc::new(super::blob_bytes(4 * PIECE as usize, 16));
+    let upstream = HandUpstream::start(Behaviour::Blob {
+        data: data.clone(),
+        truncate: false,
+    })
+    .await;
+    let acc = start(&config(
+        "readAhead: 0\nupstream:\n  readTimeoutMs: 500\n  retries: 0\n",
+    ));
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    // The size is known from here on; only piece 0 is cached.
+    let probe = http::get(&url, &[("range", "bytes=0-0")]).await.unwrap();
+    assert_eq!(probe.status, 206);
+
+    let piece2 = range(2 * PIECE + 5, 2 * PIECE + 100);
+    upstream.set(Behaviour::Silent);
+    let slow = http::get(&url, &[("range", &piece2)]).await.unwrap();
+    assert_eq!(slow.status, 504);
+    one_line_reason(&slow);
+
+    upstream.set(Behaviour::Status(404));
+    let gone = http::get(&url, &[("range", &piece2)]).await.unwrap();
+    assert_eq!(gone.status, 404);
+    one_line_reason(&gone);
+
+    // Cached bytes are still served, and the piece once the origin answers again.
+    upstream.set(Behaviour::Blob {
+        data: data.clone(),
+        truncate: false,
+    });
+    let r = http::get(&url, &[("range", &piece2)]).await.unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body[..] == data[2 * PIECE as usize + 5..=2 * PIECE as usize + 100]);
+}
