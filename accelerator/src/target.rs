@@ -214,8 +214,8 @@ impl Policy {
     /// the host is an IP address or `localhost`, the address and port too. The connector skips
     /// DNS for IP literals and resolves names without their port, so this is the only place a
     /// request to the daemon's own listener can be recognised.
-    /// Not yet: another name that resolves to this daemon is caught only by the hop header,
-    /// one request later, and answered 502 rather than 403.
+    /// Not yet: another name that resolves to this daemon is caught only by the hop header
+    /// on the looped request (508, retried as a 5xx), and the client gets 502 rather than 403.
     pub fn check_uri(&self, uri: &Uri) -> Result<(), TargetError> {
         let host = uri.host().unwrap_or_default();
         self.check_host(host)?;
