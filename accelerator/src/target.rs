@@ -215,12 +215,13 @@ impl Policy {
     /// DNS for IP literals and resolves names without their port, so this is the only place a
     /// request to the daemon's own listener can be recognised.
     /// Not yet: another name that resolves to this daemon is caught only by the hop header
-    /// on the looped request (508, retried as a 5xx), and the client gets 502 rather than 403.
+    /// on the looped request, and the client gets that request's 508 rather than a 403.
     pub fn check_uri(&self, uri: &Uri) -> Result<(), TargetError> {
         let host = uri.host().unwrap_or_default();
         self.check_host(host)?;
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let lower = bare.to_ascii_lowercase();
+        // `localhost.` is the same name written fully qualified.
+        let lower = bare.trim_end_matches('.').to_ascii_lowercase();
         let ip = match bare.parse::<IpAddr>() {
             Ok(ip) => ip,
             Err(_) if lower == "localhost" || lower.ends_with(".localhost") => {
@@ -368,6 +369,7 @@ mod tests {
         let uri = |s: &str| s.parse::<Uri>().unwrap();
         assert!(p.check_uri(&uri("http://127.0.0.1:65001/v2/x")).is_err());
         assert!(p.check_uri(&uri("http://localhost:65001/v2/x")).is_err());
+        assert!(p.check_uri(&uri("http://LocalHost.:65001/v2/x")).is_err());
         assert!(p.check_uri(&uri("http://[::1]:65001/v2/x")).is_err());
         assert!(p
             .check_uri(&uri("http://[::ffff:127.0.0.1]:65001/v2/x"))

@@ -56,7 +56,11 @@ pub enum OriginError {
 impl OriginError {
     fn retryable(&self) -> bool {
         match self {
-            OriginError::Status { status, .. } => status.is_server_error(),
+            // 508 is another dadi-p2p daemon (or this one) refusing a loop: asking again
+            // cannot help.
+            OriginError::Status { status, .. } => {
+                status.is_server_error() && *status != StatusCode::LOOP_DETECTED
+            }
             OriginError::Unreachable(_) | OriginError::Timeout => true,
             OriginError::Protocol(_) | OriginError::Forbidden(_) => false,
         }

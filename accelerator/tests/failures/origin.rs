@@ -230,8 +230,9 @@ async fn a_download_cut_short_caches_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_refusals_keep_their_status_and_are_not_retried() {
     let acc = start(&config("upstream:\n  retries: 1\n"));
-    // What overlaybd maps to EPERM, ENOENT and EBUSY must arrive as the same status.
-    for status in [401, 403, 404, 410, 429] {
+    // What overlaybd maps to EPERM, ENOENT and EBUSY must arrive as the same status, and so
+    // must a loop another daemon refused.
+    for status in [401, 403, 404, 410, 429, 508] {
         let upstream = HandUpstream::start(Behaviour::Status(status)).await;
         let r = http::get(
             &acc.accelerator_url(&upstream.url("/layer.bin")),

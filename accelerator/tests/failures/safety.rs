@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ::http::Method;
 use dadi_p2p_integration::http::{self, empty, Conn};
 
-use super::common::{config, piece_files};
+use super::common::{config, metric, piece_files};
 use super::upstream::{Behaviour, HandUpstream};
 use super::{blob_bytes, one_line_reason, raw_exchange, sha256_hex, start};
 
@@ -60,6 +60,11 @@ async fn refused_requests_get_a_reason_and_write_nothing() {
             format!("http://localhost:{own}/v2/app/blobs/sha256:{hex}"),
             403,
             "own port by name",
+        ),
+        (
+            format!("http://localhost.:{own}/v2/app/blobs/sha256:{hex}"),
+            403,
+            "own port by qualified name",
         ),
         (
             format!("http://[::ffff:127.0.0.1]:{own}/v2/app/blobs/sha256:{hex}"),
@@ -154,6 +159,24 @@ async fn refused_requests_get_a_reason_and_write_nothing() {
     .await
     .unwrap();
     assert_eq!(ok.status, 206);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_relayed_through_another_daemon_ends_as_a_loop() {
+    let (upstream, _) = serving_upstream().await;
+    let first = start(&config(""));
+    let second = start(&config(""));
+    // The first daemon's request reaches the second with the hop header: refused there with
+    // 508, which comes back unchanged and is not retried.
+    let relayed = second.accelerator_url(&upstream.url("/layer.bin"));
+    let r = http::get(&first.accelerator_url(&relayed), &[("range", "bytes=0-0")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 508);
+    one_line_reason(&r);
+    assert_eq!(upstream.connections(), 0);
+    let retried = metric(&first, "dadi_p2p_origin_retries_total", &[]).await;
+    assert_eq!(retried, Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
