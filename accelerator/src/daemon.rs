@@ -24,8 +24,12 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Service(#[from] ServiceError),
-    #[error("cache: {0}")]
-    Cache(#[from] CacheError),
+    /// Cache errors carry no path by design, so the directory is named here.
+    #[error("cache.dir {dir}: {source}")]
+    Cache {
+        dir: std::path::PathBuf,
+        source: CacheError,
+    },
     #[error("upstream tls: {0}")]
     Tls(#[from] TlsSetupError),
     #[error("telemetry: {0}")]
@@ -70,7 +74,11 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             IoBackend::Pread
         },
     })
-    .await?;
+    .await
+    .map_err(|source| StartError::Cache {
+        dir: cfg.cache.dir.clone(),
+        source,
+    })?;
     let stats = cache.stats();
     tracing::info!(dir = %cfg.cache.dir.display(), pieces = stats.pieces, used = stats.used, capacity = stats.capacity, "cache ready");
 

@@ -199,9 +199,39 @@ impl Policy {
         }
     }
 
+    /// Checks a URL before any connection: its host as [`Policy::check_host`] does, and, when
+    /// the host is an IP address or `localhost`, the address and port too. The connector skips
+    /// DNS for IP literals and resolves names without their port, so this is the only place a
+    /// request to the daemon's own listener can be recognised.
+    /// Not yet: another name that resolves to this daemon is caught only by the hop header
+    /// on the looped request, and the client gets that request's 508 rather than a 403.
+    pub fn check_uri(&self, uri: &Uri) -> Result<(), TargetError> {
+        let host = uri.host().unwrap_or_default();
+        self.check_host(host)?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        // `localhost.` is the same name written fully qualified.
+        let lower = bare.trim_end_matches('.').to_ascii_lowercase();
+        let ip = match bare.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) if lower == "localhost" || lower.ends_with(".localhost") => {
+                IpAddr::from([127, 0, 0, 1])
+            }
+            Err(_) => return Ok(()),
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        self.check_addr(SocketAddr::new(ip, port))
+    }
+
     /// Checks a resolved address just before connecting: DNS must not smuggle a forbidden one.
     pub fn check_addr(&self, addr: SocketAddr) -> Result<(), TargetError> {
-        let ip = addr.ip();
+        // `::ffff:127.0.0.1` reaches an IPv4 listener too, so it is judged as `127.0.0.1`.
+        let ip = addr.ip().to_canonical();
         if is_metadata_ip(ip) {
             return Err(TargetError::Forbidden(format!(
                 "{ip} is a link-local or metadata address"
@@ -325,6 +355,17 @@ mod tests {
         assert!(p
             .check_addr("[::ffff:169.254.169.254]:80".parse().unwrap())
             .is_err());
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert!(p.check_uri(&uri("http://127.0.0.1:65001/v2/x")).is_err());
+        assert!(p.check_uri(&uri("http://localhost:65001/v2/x")).is_err());
+        assert!(p.check_uri(&uri("http://LocalHost.:65001/v2/x")).is_err());
+        assert!(p.check_uri(&uri("http://[::1]:65001/v2/x")).is_err());
+        assert!(p
+            .check_uri(&uri("http://[::ffff:127.0.0.1]:65001/v2/x"))
+            .is_err());
+        assert!(p.check_uri(&uri("http://169.254.169.254/latest")).is_err());
+        assert!(p.check_uri(&uri("http://127.0.0.1:5000/v2/x")).is_ok());
+        assert!(p.check_uri(&uri("https://reg.example.com/v2/x")).is_ok());
     }
 
     #[test]

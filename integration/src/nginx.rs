@@ -7,7 +7,9 @@
 //!   registry's storage root with Range support; everything else is proxied to the registry.
 //!   The signature is nginx's `$request_id`, so it changes on every redirect, as a real
 //!   object store's would. Like an object store behind a registry, the storage port checks no
-//!   credentials; the registry behind the front still does for everything it answers.
+//!   credentials, and like S3 with a presigned URL it refuses (400) any request that carries
+//!   an `Authorization` header, so a client that leaks registry credentials across the
+//!   redirect fails; the registry behind the front still checks them for what it answers.
 //! - a **caching proxy** for a registry (`proxy_cache` with the `slice` module), the setup an
 //!   operator would pick without a P2P accelerator; the baseline of the benchmark.
 //!
@@ -59,6 +61,7 @@ impl Nginx {
   server {{
     listen 127.0.0.1:{storage_port};
     root {storage};
+    if ($http_authorization) {{ return 400 "presigned URLs take no Authorization\n"; }}
     location = /-/ready {{ return 200 "ok\n"; }}
     location /docker/registry/v2/blobs/ {{ }}
     location / {{ return 404; }}

@@ -174,6 +174,11 @@ async fn nginx_front_redirects_blobs_to_storage_urls_that_serve_exact_bytes() {
     );
     let whole = http::get(&location, &[]).await.unwrap();
     assert_eq!(sha256(&whole.body), layer.digest);
+    // Like S3 with a presigned URL, the storage side refuses requests carrying credentials.
+    let leaked = http::get(&location, &[("authorization", "Basic dXNlcjpwdw==")])
+        .await
+        .unwrap();
+    assert_eq!(leaked.status, 400);
     // Everything else still reaches the registry.
     assert_manifest_served(&front.base_url(), &image).await;
 }

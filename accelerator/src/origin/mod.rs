@@ -56,7 +56,11 @@ pub enum OriginError {
 impl OriginError {
     fn retryable(&self) -> bool {
         match self {
-            OriginError::Status { status, .. } => status.is_server_error(),
+            // 508 is another dadi-p2p daemon (or this one) refusing a loop: asking again
+            // cannot help.
+            OriginError::Status { status, .. } => {
+                status.is_server_error() && *status != StatusCode::LOOP_DETECTED
+            }
             OriginError::Unreachable(_) | OriginError::Timeout => true,
             OriginError::Protocol(_) | OriginError::Forbidden(_) => false,
         }
@@ -249,7 +253,7 @@ impl Origin {
             None => format!("bytes={first}-"),
         };
         for _ in 0..=MAX_REDIRECTS {
-            self.policy.check_host(current.host().unwrap_or_default())?;
+            self.policy.check_uri(&current)?;
             let mut req = Request::get(current.clone())
                 .header(RANGE, &range)
                 .header(USER_AGENT, self.user_agent.clone())

@@ -2,8 +2,8 @@
 //!
 //! Every error reaches the client as a status and a one-line plain-text reason; internal
 //! paths and error chains stay in the log. Upstream refusals keep their status (overlaybd
-//! maps 401/403 to EPERM, 404 to ENOENT and 429 to EBUSY), an unreachable upstream is 502
-//! and a slow one 504.
+//! maps 401/403 to EPERM, 404 to ENOENT and 429 to EBUSY), as does a 508 from a daemon
+//! that saw a loop; an unreachable upstream is 502 and a slow one 504.
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_RANGE, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -58,7 +58,11 @@ impl ApiError {
             ApiError::Unsatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Loop => StatusCode::LOOP_DETECTED,
             ApiError::Engine(e) => match e {
-                EngineError::UpstreamStatus { status, .. } if status.is_client_error() => *status,
+                EngineError::UpstreamStatus { status, .. }
+                    if status.is_client_error() || *status == StatusCode::LOOP_DETECTED =>
+                {
+                    *status
+                }
                 EngineError::UpstreamStatus { .. }
                 | EngineError::UpstreamDown(_)
                 | EngineError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
@@ -143,6 +147,7 @@ mod tests {
             assert_eq!(up(s).status().as_u16(), s);
         }
         assert_eq!(up(503).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(up(508).status(), StatusCode::LOOP_DETECTED);
         assert_eq!(
             ApiError::Engine(EngineError::UpstreamTimeout).status(),
             StatusCode::GATEWAY_TIMEOUT

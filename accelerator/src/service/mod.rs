@@ -2,9 +2,10 @@
 //!
 //! Each listener runs one accept loop. A connection permit is taken before `accept`, so a
 //! flood of connections waits in the kernel's backlog instead of growing memory. Connections
-//! are HTTP/1.1 with keep-alive (what overlaybd and containerd use), header size and header
-//! read time are bounded, and on shutdown every connection is told to finish its current
-//! response and close; what is still running after the grace period is dropped.
+//! are HTTP/1.1 with keep-alive (what overlaybd and containerd use), TLS handshake time,
+//! header size and header read time are bounded, and on shutdown every connection is told
+//! to finish its current response and close; what is still running after the grace period
+//! is dropped.
 
 mod error;
 mod routes;
@@ -32,6 +33,10 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, EngineError>;
 /// Largest request head accepted; longer ones get 431 from hyper.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A TLS handshake takes a round trip or two; a client silent for longer is dropped, since
+/// until the handshake ends hyper's header timeout does not run and the connection would
+/// hold its permit for ever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,17 +167,25 @@ impl Listener {
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT);
                 let result = match tls {
-                    Some(acceptor) => match acceptor.accept(tcp).await {
-                        Ok(stream) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                                .await
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(stream)) => {
+                                watcher
+                                    .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "tls handshake timed out");
+                                return;
+                            }
                         }
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "tls handshake failed");
-                            return;
-                        }
-                    },
+                    }
                     None => {
                         watcher
                             .watch(builder.serve_connection(TokioIo::new(tcp), svc))

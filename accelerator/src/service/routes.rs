@@ -100,7 +100,7 @@ async fn accelerate(
         return Err(ApiError::Loop);
     }
     let target = Target::parse(&upstream_url(&req))?;
-    app.policy.check_host(target.host())?;
+    app.policy.check_uri(&target.uri)?;
     let spec = match req.headers().get(RANGE) {
         None => None,
         Some(v) => {
@@ -149,8 +149,8 @@ async fn accelerate(
     let body = match span {
         Some(span) if !head => {
             resp = resp.extension(Streamed);
-            let recorded = Recorded {
-                status: status.as_u16(),
+            let mut recorded = Recorded {
+                status: Some(status.as_u16()),
                 inner: engine.read(blob.clone(), span),
                 telemetry: engine.telemetry().clone(),
                 pathname: blob.shown.clone(),
@@ -160,7 +160,20 @@ async fn accelerate(
                 started,
                 recorded: false,
             };
-            StreamBody::new(recorded.map(|r| r.map(Frame::data))).boxed_unsync()
+            // The first chunk is awaited before the status line goes out, so a first piece
+            // that cannot be had (origin down, slow or refusing) gets its 502, 504 or 4xx
+            // instead of a 200/206 that breaks off. A later piece can only cut the body.
+            let first = match recorded.next().await {
+                Some(Ok(data)) => data,
+                Some(Err(e)) => {
+                    // The error answer is counted by `handle` like any other.
+                    recorded.status = None;
+                    return Err(e.into());
+                }
+                None => Bytes::new(),
+            };
+            let first = futures_util::stream::once(async move { Ok(Frame::data(first)) });
+            StreamBody::new(first.chain(recorded.map(|r| r.map(Frame::data)))).boxed_unsync()
         }
         _ => {
             engine.telemetry().audit(
@@ -183,7 +196,8 @@ async fn accelerate(
 /// A complete body is recorded as its last chunk is handed over, before the client can have
 /// it, so a client that has read its bytes finds them already counted.
 struct Recorded {
-    status: u16,
+    /// Status to count the request under when the body ends; `None` when `handle` counts it.
+    status: Option<u16>,
     inner: BodyStream,
     telemetry: Arc<Telemetry>,
     pathname: String,
@@ -205,7 +219,9 @@ impl Recorded {
         } else {
             -1
         };
-        self.telemetry.request_done(self.status, elapsed);
+        if let Some(status) = self.status {
+            self.telemetry.request_done(status, elapsed);
+        }
         self.telemetry.record(Kind::Pread, self.sent, elapsed);
         self.telemetry.record(Kind::Http, self.sent, elapsed);
         self.telemetry.audit(
