@@ -19,8 +19,9 @@ use crate::plan;
 use crate::range::Span;
 use crate::telemetry::Source;
 
-/// Largest slice read from disk and handed to the connection at once.
-pub const CHUNK: u64 = 128 << 10;
+/// Largest slice read from disk and handed to the connection at once: 256 KiB measured a
+/// few percent faster than 128 KiB for 1 MiB reads, and 64 connections then hold 16 MiB.
+pub const CHUNK: u64 = 256 << 10;
 /// Times one response refetches a piece that failed its checksum before giving up.
 const CORRUPT_RETRIES: u32 = 2;
 
