@@ -23,7 +23,7 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 4 << 30;
 /// See `engine` for why 2 MiB.
 pub const DEFAULT_PIECE_SIZE: u64 = 2 << 20;
 pub const MIN_PIECE_SIZE: u64 = 64 << 10;
-pub const MAX_PIECE_SIZE: u64 = 16 << 20;
+pub const MAX_PIECE_SIZE: u64 = crate::cache::MAX_PIECE_LEN;
 pub const DEFAULT_PROXY_CONCURRENCY: u32 = 128;
 pub const DEFAULT_THROTTLE_MB: u64 = 512;
 pub const DEFAULT_P2P_PORT: u16 = 65002;
@@ -279,7 +279,7 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "cache.pieceSize",
                 value: piece.to_string(),
-                allowed: "a power of two from 65536 to 16777216",
+                allowed: "a power of two from 65536 to 8388608",
             });
         }
         if self.cache.capacity < piece * 4 {

@@ -9,7 +9,7 @@ use super::PieceId;
 pub enum CacheError {
     #[error("invalid blob id {0:?}: allowed are 1..=100 of [a-z0-9-]")]
     InvalidBlobId(String),
-    #[error("invalid piece length {0}: allowed are 1..=16777216 bytes")]
+    #[error("invalid piece length {0}: allowed are 1..=8388608 bytes")]
     InvalidLength(u64),
     #[error("cache full: {need} bytes wanted, {evictable} evictable of {capacity}")]
     Full {

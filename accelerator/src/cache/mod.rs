@@ -18,8 +18,8 @@
 //!
 //! # Why per-chunk crc32c
 //!
-//! The header holds one crc32c per 64 KiB chunk. A read verifies exactly the chunks it
-//! touches, so a 64 KiB random read checks at most 128 KiB (crc32c runs at many GB/s with
+//! The header holds one crc32c per 16 KiB chunk. A read verifies exactly the chunks it
+//! touches, so a 64 KiB random read checks at most 80 KiB (crc32c runs at many GB/s with
 //! SSE4.2) instead of rehashing a whole 2 MiB piece; a sequential reader verifies each byte
 //! once. A mismatch drops the piece and returns [`CacheError::Corrupt`], so the engine
 //! refetches it; corrupt bytes are never returned. The whole-blob sha256 is a separate,

@@ -4,19 +4,22 @@
 //! becomes visible. Dropping an uncommitted writer deletes the temp file and gives the
 //! reserved bytes back, so a failed or abandoned download leaves nothing behind.
 //!
-//! Small writes (network frames are often 16 KiB) are gathered into one chunk-sized buffer
-//! before they go to the backend, so a 2 MiB piece costs about 32 positioned writes instead
-//! of one per frame; slices of a chunk or more go straight through. That buffer is the only
-//! memory a writer holds, 64 KiB at most.
+//! Small writes (network frames are often 16 KiB) are gathered into a 64 KiB buffer before
+//! they go to the backend, so a 2 MiB piece costs about 32 positioned writes instead of one
+//! per frame; slices of that size or more go straight through. That buffer is the only
+//! memory a writer holds.
 
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::format::{ChunkSummer, Header, CHUNK, HEADER_LEN, MAX_PIECE_LEN};
+use super::format::{ChunkSummer, Header, HEADER_LEN, MAX_PIECE_LEN};
 use super::index::disk_bytes;
 use super::{CacheError, Inner, PieceId, PieceRef};
+
+/// Bytes gathered before one positioned write.
+const WRITE_BATCH: usize = 64 * 1024;
 
 pub struct PieceWriter {
     inner: Arc<Inner>,
@@ -116,17 +119,17 @@ impl PieceWriter {
         self.written += data.len() as u64;
         let mut data = data;
         if !self.pending.is_empty() {
-            let take = (CHUNK as usize - self.pending.len()).min(data.len());
+            let take = (WRITE_BATCH - self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.pending.len() == CHUNK as usize {
+            if self.pending.len() == WRITE_BATCH {
                 self.flush().await?;
             }
         }
-        if data.len() >= CHUNK as usize {
+        if data.len() >= WRITE_BATCH {
             self.put(data.to_vec()).await?;
         } else if !data.is_empty() {
-            self.pending.reserve_exact(CHUNK as usize);
+            self.pending.reserve_exact(WRITE_BATCH);
             self.pending.extend_from_slice(data);
         }
         self.broken = false;
