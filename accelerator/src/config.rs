@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// `DeployConfig.mode`; the same value labels the metrics.
+pub use crate::telemetry::Mode;
+
 /// Where the service listens when neither the file nor a flag says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:65001";
 /// Default location of the config file when the daemon is installed.
@@ -51,23 +54,6 @@ pub enum ConfigError {
         value: String,
         allowed: &'static str,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Agent,
-    Root,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Agent => "agent",
-            Mode::Root => "root",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cache::{Cache, CacheConfig as StoreConfig, CacheError, IoBackend};
-use crate::config::{AuditMode, Config, ConfigError, Mode};
+use crate::config::{AuditMode, Config, ConfigError};
 use crate::engine::{Engine, EngineConfig};
 use crate::origin::{Origin, OriginConfig, TlsSetupError};
 use crate::service::{App, Listener, Routes, ServiceError};
@@ -93,10 +93,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
     };
     let telemetry = Telemetry::new(TelemetryConfig {
         node: telemetry::node_label(service_addr)?,
-        mode: match cfg.deploy.mode {
-            Mode::Agent => telemetry::Mode::Agent,
-            Mode::Root => telemetry::Mode::Root,
-        },
+        mode: cfg.deploy.mode,
         cache_allocated: cfg.cache.capacity,
         audit,
         window: Duration::from_secs(cfg.exporter.window_secs),
