@@ -31,7 +31,7 @@ use http::HeaderValue;
 use tokio::sync::watch;
 
 use crate::cache::{BlobId, Cache, CacheError, PieceId, PieceRef, PieceWriter};
-use crate::origin::{Origin, Sink};
+use crate::origin::{Origin, OriginError, Sink};
 use crate::plan::{self, Decision, Layout, PieceState, Remote};
 use crate::range::Span;
 use crate::target::{BlobKey, Target};
@@ -247,6 +247,24 @@ impl Engine {
         Ok((Held::Memory(data), Source::Origin))
     }
 
+    /// The one place a planned remote turns into bytes: the peer source plugs in here.
+    async fn fetch_from<S: Sink>(
+        &self,
+        remote: Remote,
+        blob: &Blob,
+        start: u64,
+        len: u64,
+        sink: &mut S,
+    ) -> Result<(), OriginError> {
+        match remote {
+            Remote::Origin => {
+                self.origin
+                    .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, sink)
+                    .await
+            }
+        }
+    }
+
     /// Downloads one piece into memory, for when the cache cannot take it.
     async fn fetch_uncached(&self, blob: &Blob, index: u64) -> Result<Bytes, EngineError> {
         let _slot = self.slots.enter(&blob.id).await;
@@ -256,8 +274,7 @@ impl Engine {
         let started = Instant::now();
         let mut sink = MemorySink(BytesMut::with_capacity(len as usize));
         let fetched = self
-            .origin
-            .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, &mut sink)
+            .fetch_from(Remote::Origin, blob, start, len, &mut sink)
             .await;
         let size = if fetched.is_ok() { len as i64 } else { -1 };
         self.telemetry.audit(
@@ -318,13 +335,7 @@ impl Engine {
         let started = Instant::now();
         let writer = self.cache.begin(id.clone(), len)?;
         let mut sink = WriterSink(writer);
-        let fetched = match remote {
-            Remote::Origin => {
-                self.origin
-                    .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, &mut sink)
-                    .await
-            }
-        };
+        let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
         let elapsed = started.elapsed();
         self.telemetry.audit(
             AuditOp::Download,
