@@ -32,6 +32,8 @@ use crate::telemetry::{redact_url, Telemetry};
 
 /// Redirect hops followed, as many as overlaybd follows itself.
 pub const MAX_REDIRECTS: usize = 8;
+/// Most bytes read past what was wanted to keep an origin connection reusable.
+const DRAIN_BUDGET: usize = 64 * 1024;
 /// Header marking requests the daemon sends, so a request that comes back is seen as a loop.
 pub const HOP_HEADER: &str = "x-dadi-p2p-hop";
 
@@ -133,7 +135,11 @@ impl Origin {
         let mut attempt = 0;
         loop {
             match self.send(uri, auth, 0, Some(0)).await {
-                Ok(resp) => return size_of(&resp),
+                Ok(resp) => {
+                    let size = size_of(&resp);
+                    self.finish_body(resp.into_body()).await;
+                    return size;
+                }
                 Err(e) if e.retryable() && attempt < self.cfg.retries => {
                     attempt += 1;
                     self.pause(attempt, &e).await;
@@ -235,7 +241,25 @@ impl Origin {
             remaining -= take as u64;
             *done += take as u64;
         }
+        self.finish_body(body).await;
         Ok(())
+    }
+
+    /// Reads a body's last frames, so its connection goes back to the pool instead of being
+    /// closed. Only a small rest is read: anything more (an origin that ignored the Range)
+    /// costs less as a new connection than as bytes nobody wants.
+    async fn finish_body(&self, mut body: hyper::body::Incoming) {
+        use hyper::body::Body as _;
+        let mut budget = DRAIN_BUDGET;
+        while !body.is_end_stream() && budget > 0 {
+            match tokio::time::timeout(self.cfg.read_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    let n = frame.data_ref().map_or(0, |d| d.len());
+                    budget = budget.saturating_sub(n.max(1));
+                }
+                _ => return,
+            }
+        }
     }
 
     /// One GET with a Range, following redirects; answers only 200 or 206.

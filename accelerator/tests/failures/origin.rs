@@ -258,7 +258,8 @@ async fn origin_refusals_keep_their_status_and_are_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_connections_are_kept_alive_and_reused() {
-    let data = Arc::new(super::blob_bytes(5 * PIECE as usize, 14));
+    let pieces = 10;
+    let data = Arc::new(super::blob_bytes(pieces * PIECE as usize, 14));
     let upstream = HandUpstream::start(Behaviour::Blob {
         data: data.clone(),
         truncate: false,
@@ -266,8 +267,8 @@ async fn origin_connections_are_kept_alive_and_reused() {
     .await;
     let acc = start(&config("readAhead: 0\n"));
     let url = acc.accelerator_url(&upstream.url("/layer.bin"));
-    // One piece at a time: the size probe, then one request per piece, all on one connection.
-    for piece in 0..5 {
+    // One piece at a time: the size probe, then one request per piece.
+    for piece in 0..pieces as u64 {
         let first = piece * PIECE;
         let r = http::get(&url, &[("range", &range(first, first + PIECE - 1))])
             .await
@@ -275,11 +276,15 @@ async fn origin_connections_are_kept_alive_and_reused() {
         assert_eq!(r.status, 206);
         assert!(r.body[..] == data[first as usize..(first + PIECE) as usize]);
     }
-    assert_eq!(upstream.requests(), 6);
-    assert_eq!(
+    assert_eq!(upstream.requests(), pieces + 1);
+    // A connection goes back to the pool from a task of its own, so a request that follows
+    // at once may find it not yet returned and open a second one; without reuse there would
+    // be one connection per request.
+    assert!(
+        upstream.connections() <= 3,
+        "origin connections were not reused: {} for {} requests",
         upstream.connections(),
-        1,
-        "origin connections were not reused"
+        pieces + 1
     );
 }
 
