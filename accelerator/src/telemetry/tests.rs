@@ -1,3 +1,6 @@
+//! Telemetry as a whole: recording through the public methods, then reading back what the
+//! exporter renders, the status snapshot and the audit file.
+
 use std::fs;
 
 use super::audit::tests::line_regex;

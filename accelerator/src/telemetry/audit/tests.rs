@@ -1,3 +1,6 @@
+//! The audit writer: line shape against a strict pattern, redaction, rotation, and the drop
+//! counter when the bounded buffer is full.
+
 use std::io;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
