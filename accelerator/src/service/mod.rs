@@ -130,7 +130,7 @@ impl Listener {
     ) {
         let permits = Arc::new(Semaphore::new(max_connections));
         let graceful = GracefulShutdown::new();
-        let addr = self.local_addr().ok();
+        let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         loop {
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -198,10 +198,10 @@ impl Listener {
             });
         }
         drop(self.listener);
-        tracing::info!(addr = ?addr, "listener closed, draining connections");
+        tracing::info!(addr = %addr, "listener closed, draining connections");
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!(addr = ?addr, "connections drained"),
-            _ = tokio::time::sleep(grace) => tracing::warn!(addr = ?addr, grace_ms = grace.as_millis() as u64, "grace period over, dropping connections"),
+            _ = graceful.shutdown() => tracing::info!(addr = %addr, "connections drained"),
+            _ = tokio::time::sleep(grace) => tracing::warn!(addr = %addr, grace_ms = grace.as_millis() as u64, "grace period over, dropping connections"),
         }
     }
 }
