@@ -52,11 +52,11 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
     let exporter = if cfg.exporter.enable && cfg.exporter.standalone_exporter_port {
         let addr = SocketAddr::new(service_addr.ip(), cfg.exporter.port);
         let l = Listener::bind(addr, Routes::Metrics).await?;
-        own_addrs.push(
-            l.local_addr()
-                .map_err(|source| ServiceError::Bind { addr, source })?,
-        );
-        Some(l)
+        let bound = l
+            .local_addr()
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        own_addrs.push(bound);
+        Some((l, bound))
     } else {
         None
     };
@@ -137,8 +137,8 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
     let mut tasks = tokio::task::JoinSet::new();
     tracing::info!(addr = %service_addr, mode = cfg.deploy.mode.as_str(), tls = cfg.service.tls.cert.is_some(), "serving");
     tasks.spawn(service.serve(app.clone(), max_conn, rx.clone(), grace));
-    if let Some(l) = exporter {
-        tracing::info!(addr = ?l.local_addr().ok(), "metrics exporter listening");
+    if let Some((l, addr)) = exporter {
+        tracing::info!(%addr, "metrics exporter listening");
         tasks.spawn(l.serve(app.clone(), 64, rx.clone(), grace));
     }
     stop.await;
