@@ -162,6 +162,13 @@ impl Default for ServiceConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MirrorConfig {
+    /// Registries (`host[:port]`, as containerd names them) reached over plain HTTP.
+    pub plain_http_hosts: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpstreamConfig {
@@ -205,6 +212,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub service: ServiceConfig,
     pub upstream: UpstreamConfig,
+    /// The registry mirror containerd pulls through.
+    pub mirror: MirrorConfig,
     /// Pieces fetched ahead of a sequential reader; 0 turns read-ahead off.
     #[serde(rename = "readAhead")]
     pub read_ahead: u32,
@@ -221,6 +230,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             service: ServiceConfig::default(),
             upstream: UpstreamConfig::default(),
+            mirror: MirrorConfig::default(),
             read_ahead: DEFAULT_READ_AHEAD,
         }
     }

@@ -129,6 +129,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             .enable
             .then_some(cfg.exporter.standalone_exporter_port),
         evictions_seen: AtomicU64::new(0),
+        mirror: cfg.mirror.clone(),
     });
 
     let (tx, rx) = watch::channel(false);

@@ -8,6 +8,7 @@
 //! is dropped.
 
 mod error;
+mod mirror;
 mod routes;
 
 use std::net::SocketAddr;
@@ -55,6 +56,7 @@ pub struct App {
     pub exporter_standalone: Option<bool>,
     /// Cache evictions already reported to telemetry.
     pub evictions_seen: AtomicU64,
+    pub mirror: crate::config::MirrorConfig,
 }
 
 impl App {

@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 
 use super::error::{full, text, ApiError};
-use super::{App, Body, Routes};
+use super::{mirror, App, Body, Routes};
 use crate::engine::{BodyStream, EngineError};
 use crate::origin::HOP_HEADER;
 use crate::range;
@@ -40,14 +40,24 @@ pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Re
         }
         (Routes::Service, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         (Routes::Service, "/status") => status(&app),
-        (Routes::Service, p) if p.starts_with(PREFIX) => match accelerate(&app, req, started).await
-        {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::debug!(status = e.status().as_u16(), error = %e, "request refused");
-                e.into_response()
+        (Routes::Service, p) if p.starts_with(PREFIX) => {
+            let url = upstream_url(&req);
+            answer(accelerate(&app, req, url, started).await)
+        }
+        (Routes::Service, p) if mirror::is_base(p) => {
+            let mut resp = text(StatusCode::OK, "application/json", "{}");
+            resp.headers_mut().insert(
+                "docker-distribution-api-version",
+                http::HeaderValue::from_static("registry/2.0"),
+            );
+            resp
+        }
+        (Routes::Service, p) if p.starts_with("/v2/") => {
+            match mirror::upstream_url(&app.mirror, p, req.uri().query()) {
+                Ok(url) => answer(accelerate(&app, req, url, started).await),
+                Err(e) => answer(Err(e)),
             }
-        },
+        }
         _ => ApiError::NotFound.into_response(),
     };
     // A streamed body is counted when it ends, so its duration runs to the last byte.
@@ -57,6 +67,16 @@ pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Re
             .request_done(resp.status().as_u16(), started.elapsed());
     }
     resp
+}
+
+fn answer(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(status = e.status().as_u16(), error = %e, "request refused");
+            e.into_response()
+        }
+    }
 }
 
 /// Marks a response whose body records the request itself (see [`Recorded`]).
@@ -86,9 +106,11 @@ fn upstream_url(req: &Request<Incoming>) -> String {
     }
 }
 
+/// Answers a blob read of `url` for either front: the accelerator endpoint or the mirror.
 async fn accelerate(
     app: &App,
     req: Request<Incoming>,
+    url: String,
     started: Instant,
 ) -> Result<Response<Body>, ApiError> {
     let head = match *req.method() {
@@ -99,7 +121,7 @@ async fn accelerate(
     if req.headers().contains_key(HOP_HEADER) {
         return Err(ApiError::Loop);
     }
-    let target = Target::parse(&upstream_url(&req))?;
+    let target = Target::parse(&url)?;
     app.policy.check_uri(&target.uri)?;
     let spec = match req.headers().get(RANGE) {
         None => None,

@@ -1,0 +1,149 @@
+//! The registry mirror with the real client: Debian's containerd, given the daemon as a
+//! mirror host in `hosts.toml`, fetches an image's blobs through it, and fetches them again
+//! from the daemon's cache after its own content store was emptied.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use dadi_p2p_integration::ProcessGuard;
+
+/// containerd on a socket in its own temp dir, beside any system one.
+struct Containerd {
+    _process: ProcessGuard,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             [grpc]\n  address = \"{d}/containerd.sock\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n"
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(dir.path().join("config.toml"));
+        let process = ProcessGuard::spawn("containerd", cmd, dir.path()).unwrap();
+        let ctd = Containerd {
+            _process: process,
+            dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ctd.ctr(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ctd
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// A hosts directory that sends pulls of `registry` to `mirror` first.
+fn hosts_dir(dir: &Path, registry: &str, mirror: &str) {
+    let host_dir = dir.join(registry);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let toml = format!(
+        "server = \"http://{registry}\"\n[host.\"{mirror}\"]\n  capabilities = [\"pull\"]\n"
+    );
+    std::fs::write(host_dir.join("hosts.toml"), toml).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_pulls_blobs_through_the_mirror_and_then_from_its_cache() {
+    let world = World::new();
+    let registry = world.registry.host();
+    let acc = world.start(&config(&format!(
+        "mirror:\n  plainHttpHosts: [\"{registry}\"]\nreadAhead: 0\n"
+    )));
+    let ctd = Containerd::start();
+    let hosts = tempfile::tempdir().unwrap();
+    hosts_dir(hosts.path(), &registry, &acc.base_url());
+    let reference = format!("{registry}/app:v1");
+    let hosts_arg = hosts.path().to_str().unwrap();
+    let fetch = || {
+        ctd.ctr(&[
+            "content",
+            "fetch",
+            "--plain-http",
+            "--hosts-dir",
+            hosts_arg,
+            &reference,
+        ])
+    };
+
+    let out = fetch();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blobs: u64 =
+        world.image.layers.iter().map(|l| l.size).sum::<u64>() + world.image.config.size;
+    let served = metric(&acc, "DADIP2P_Count", &[("type", "pread")])
+        .await
+        .unwrap();
+    assert_eq!(
+        served, blobs as f64,
+        "every layer and the config come through the mirror"
+    );
+    let downloaded = metric(&acc, "DADIP2P_Count", &[("type", "download")])
+        .await
+        .unwrap();
+    assert_eq!(downloaded, blobs as f64);
+
+    // Empty containerd's store; the second fetch is answered from the daemon's cache.
+    let mut digests: Vec<String> = world
+        .image
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect();
+    digests.push(world.image.config.digest.clone());
+    let mut rm = vec!["content", "rm", world.image.manifest.digest.as_str()];
+    rm.extend(digests.iter().map(String::as_str));
+    assert!(ctd.ctr(&rm).status.success());
+    let out = fetch();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served = metric(&acc, "DADIP2P_Count", &[("type", "pread")])
+        .await
+        .unwrap();
+    assert_eq!(served, 2.0 * blobs as f64);
+    let downloaded = metric(&acc, "DADIP2P_Count", &[("type", "download")])
+        .await
+        .unwrap();
+    assert_eq!(
+        downloaded, blobs as f64,
+        "the second pull needed nothing from the registry"
+    );
+
+    // containerd checked every blob against its digest: the bytes are the registry's.
+    let listed = ctd.ctr(&["content", "ls", "-q"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for digest in &digests {
+        assert!(
+            listed.contains(digest.as_str()),
+            "{digest} missing from containerd"
+        );
+    }
+}
