@@ -33,6 +33,8 @@ pub const DEFAULT_P2P_PORT: u16 = 65002;
 pub const DEFAULT_EXPORTER_PORT: u16 = 65003;
 /// Pieces fetched ahead of a sequential reader.
 pub const DEFAULT_READ_AHEAD: u32 = 4;
+/// overlaybd reads compressed layers 64 KiB at a time; twice that leaves room.
+pub const DEFAULT_COLD_RANDOM_READ_KIB: u64 = 128;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Longest silence tolerated from the origin, for headers or between body chunks.
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 20_000;
@@ -217,6 +219,10 @@ pub struct Config {
     /// Pieces fetched ahead of a sequential reader; 0 turns read-ahead off.
     #[serde(rename = "readAhead")]
     pub read_ahead: u32,
+    /// Cold random reads up to this many KiB are fetched straight from the origin while
+    /// their piece downloads; 0 makes them wait for the piece.
+    #[serde(rename = "coldRandomReadKiB")]
+    pub cold_random_read_kib: u64,
 }
 
 impl Default for Config {
@@ -232,6 +238,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             mirror: MirrorConfig::default(),
             read_ahead: DEFAULT_READ_AHEAD,
+            cold_random_read_kib: DEFAULT_COLD_RANDOM_READ_KIB,
         }
     }
 }
@@ -304,6 +311,13 @@ impl Config {
                 key: "readAhead",
                 value: self.read_ahead.to_string(),
                 allowed: "0 to 64 pieces",
+            });
+        }
+        if self.cold_random_read_kib > 4096 {
+            return Err(ConfigError::Invalid {
+                key: "coldRandomReadKiB",
+                value: self.cold_random_read_kib.to_string(),
+                allowed: "0 to 4096",
             });
         }
         if self.upstream.connect_timeout_ms == 0 || self.upstream.read_timeout_ms == 0 {

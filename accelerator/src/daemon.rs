@@ -119,6 +119,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             read_ahead: cfg.read_ahead,
             proxy_concurrency: cfg.proxy_concurrency_limit,
             throttle_mb: cfg.throttle_limit_mb,
+            bypass_limit: cfg.cold_random_read_kib << 10,
         },
     );
     let app = Arc::new(App {

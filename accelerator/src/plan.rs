@@ -21,6 +21,9 @@ pub struct PieceState {
     pub cached: bool,
     /// A download of this piece is already running on this node.
     pub in_flight: bool,
+    /// The reader wants only a small part of this piece and is not reading sequentially
+    /// (overlaybd's lazy reads of a compressed layer), within the configured size.
+    pub small_random: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub enum Decision {
     Join,
     /// Start a download from there.
     Fetch(Remote),
+    /// Start a download of the piece from there, and meanwhile fetch the reader's own bytes
+    /// from there too: a small random read then waits for its bytes, not for the piece.
+    FetchAndBypass(Remote),
 }
 
 pub fn decide(state: PieceState) -> Decision {
@@ -39,8 +45,19 @@ pub fn decide(state: PieceState) -> Decision {
         PieceState {
             in_flight: true, ..
         } => Decision::Join,
+        PieceState {
+            small_random: true, ..
+        } => Decision::FetchAndBypass(Remote::Origin),
         _ => Decision::Fetch(Remote::Origin),
     }
+}
+
+/// Whether a read of `span` is one the bypass serves: inside one piece, at most `limit`
+/// bytes, and not continuing a sequential stream (those are served by read-ahead).
+pub fn small_random(layout: Layout, span: Span, sequential: bool, limit: u64) -> bool {
+    !sequential
+        && span.len() <= limit
+        && span.start / layout.piece_size == span.end / layout.piece_size
 }
 
 /// Geometry of one blob cut into pieces.
@@ -88,26 +105,45 @@ mod tests {
 
     #[test]
     fn decisions() {
+        let state = |cached, in_flight, small_random| PieceState {
+            cached,
+            in_flight,
+            small_random,
+        };
+        assert_eq!(decide(state(true, true, true)), Decision::Read);
+        assert_eq!(decide(state(false, true, true)), Decision::Join);
         assert_eq!(
-            decide(PieceState {
-                cached: true,
-                in_flight: true
-            }),
-            Decision::Read
-        );
-        assert_eq!(
-            decide(PieceState {
-                cached: false,
-                in_flight: true
-            }),
-            Decision::Join
-        );
-        assert_eq!(
-            decide(PieceState {
-                cached: false,
-                in_flight: false
-            }),
+            decide(state(false, false, false)),
             Decision::Fetch(Remote::Origin)
+        );
+        assert_eq!(
+            decide(state(false, false, true)),
+            Decision::FetchAndBypass(Remote::Origin)
+        );
+    }
+
+    #[test]
+    fn small_random_reads() {
+        let l = Layout {
+            size: 100,
+            piece_size: 10,
+        };
+        assert!(small_random(l, Span { start: 12, end: 15 }, false, 4));
+        assert!(
+            !small_random(l, Span { start: 12, end: 16 }, false, 4),
+            "over the limit"
+        );
+        assert!(
+            !small_random(l, Span { start: 12, end: 15 }, true, 4),
+            "sequential"
+        );
+        assert!(
+            !small_random(l, Span { start: 8, end: 11 }, false, 4),
+            "two pieces"
+        );
+        assert!(
+            !small_random(l, Span { start: 12, end: 15 }, false, 0),
+            "off"
         );
     }
 

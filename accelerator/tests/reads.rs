@@ -203,3 +203,43 @@ async fn presigned_urls_hit_the_cache_whatever_their_signature() {
         .unwrap();
     assert_eq!(downloaded, (2 * PIECE) as f64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_small_random_read_gets_its_bytes_straight_and_its_piece_beside() {
+    let world = World::new();
+    let acc = world.start(&config("readAhead: 0\n"));
+    let (digest, bytes) = world.layer(0);
+    let url = acc.accelerator_url(&world.blob_url(&digest));
+    // The size probe starts a sequential reader at 0; this read, far from it, is random.
+    http::get(&url, &[("range", "bytes=0-0")]).await.unwrap();
+    let (a, b) = (5 * PIECE + 1000, 5 * PIECE + 1000 + 4095);
+    let r = http::get(&url, &[("range", &range(a, b))]).await.unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body[..] == bytes[a as usize..=b as usize]);
+    // Piece 0 for the probe, the 4 KiB read itself, and piece 5 downloaded beside it.
+    let expected = (2 * PIECE + 4096) as f64;
+    let all_in = eventually(std::time::Duration::from_secs(10), || async {
+        metric(&acc, "DADIP2P_Count", &[("type", "download")]).await == Some(expected)
+    })
+    .await;
+    assert!(all_in, "the piece was not downloaded beside the read");
+    // The piece is cached now: the same read again costs the origin nothing.
+    let again = http::get(&url, &[("range", &range(a, b))]).await.unwrap();
+    assert!(again.body[..] == bytes[a as usize..=b as usize]);
+    let downloaded = metric(&acc, "DADIP2P_Count", &[("type", "download")]).await;
+    assert_eq!(downloaded, Some(expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_bypass_off_a_cold_small_read_waits_for_its_piece() {
+    let world = World::new();
+    let acc = world.start(&config("readAhead: 0\ncoldRandomReadKiB: 0\n"));
+    let (digest, bytes) = world.layer(0);
+    let url = acc.accelerator_url(&world.blob_url(&digest));
+    http::get(&url, &[("range", "bytes=0-0")]).await.unwrap();
+    let (a, b) = (5 * PIECE + 1000, 5 * PIECE + 1000 + 4095);
+    let r = http::get(&url, &[("range", &range(a, b))]).await.unwrap();
+    assert!(r.body[..] == bytes[a as usize..=b as usize]);
+    let downloaded = metric(&acc, "DADIP2P_Count", &[("type", "download")]).await;
+    assert_eq!(downloaded, Some((2 * PIECE) as f64));
+}

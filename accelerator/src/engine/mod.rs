@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub read_ahead: u32,
     pub proxy_concurrency: u32,
     pub throttle_mb: u64,
+    /// Cold random reads up to this many bytes are fetched straight from the remote while
+    /// their piece downloads; 0 makes every read wait for its piece.
+    pub bypass_limit: u64,
 }
 
 /// One blob as a request sees it: where it lives upstream, the credentials to get it, its size.
@@ -175,7 +178,9 @@ impl Engine {
                 self.prefetch(&blob, index);
             }
         }
-        BodyStream::new(self.clone(), blob, span)
+        let bypass = plan::small_random(blob.layout, span, sequential, self.cfg.bypass_limit)
+            .then_some(span);
+        BodyStream::new(self.clone(), blob, span, bypass)
     }
 
     /// Starts a download of `index` if it is neither cached nor already coming.
@@ -184,6 +189,7 @@ impl Engine {
         let state = PieceState {
             cached: self.cache.lookup(&id).is_some(),
             in_flight: lock(&self.flights).contains_key(&id),
+            small_random: false,
         };
         if let Decision::Fetch(remote) = plan::decide(state) {
             let _ = self.flight(blob, id, remote);
@@ -191,11 +197,14 @@ impl Engine {
     }
 
     /// A pinned, cached piece: read now, or after the one download of it finishes; with where
-    /// its bytes came from as the reader sees it.
+    /// its bytes came from as the reader sees it. `bypass` is the reader's span when it is a
+    /// small random read: if the piece must be fetched, those bytes come straight from the
+    /// remote, held in memory, while the piece downloads beside them.
     async fn piece(
         self: &Arc<Self>,
         blob: &Arc<Blob>,
         index: u64,
+        bypass: Option<Span>,
     ) -> Result<(Held, Source), EngineError> {
         let id = PieceId::new(blob.id.clone(), index);
         for _ in 0..MISS_ROUNDS {
@@ -204,7 +213,17 @@ impl Engine {
             match plan::decide(PieceState {
                 cached: cached.is_some(),
                 in_flight,
+                small_random: bypass.is_some(),
             }) {
+                Decision::FetchAndBypass(remote) => {
+                    let _ = self.flight(blob, id.clone(), remote);
+                    let span = bypass.unwrap_or(Span { start: 0, end: 0 });
+                    let data = self
+                        .fetch_bytes(remote, blob, span.start, span.len())
+                        .await?;
+                    let from = span.start - index * self.cfg.piece_size;
+                    return Ok((Held::Memory { from, data }, Source::Origin));
+                }
                 Decision::Read => {
                     if let Some(piece) = cached {
                         let source = if lock(&self.fresh).remove(&id) {
@@ -243,8 +262,10 @@ impl Engine {
         }
         // The cache has no room this piece can have (every piece pinned by readers, or
         // evicted as fast as it arrives): serve this reader from memory, uncached.
-        let data = self.fetch_uncached(blob, index).await?;
-        Ok((Held::Memory(data), Source::Origin))
+        tracing::warn!(blob = %blob.shown, piece = index, "cache full: serving a piece uncached");
+        let (start, len) = blob.layout.piece(index);
+        let data = self.fetch_bytes(Remote::Origin, blob, start, len).await?;
+        Ok((Held::Memory { from: 0, data }, Source::Origin))
     }
 
     /// The one place a planned remote turns into bytes: the peer source plugs in here.
@@ -265,17 +286,19 @@ impl Engine {
         }
     }
 
-    /// Downloads one piece into memory, for when the cache cannot take it.
-    async fn fetch_uncached(&self, blob: &Blob, index: u64) -> Result<Bytes, EngineError> {
+    /// Downloads `len` bytes at `start` into memory, outside the cache.
+    async fn fetch_bytes(
+        &self,
+        remote: Remote,
+        blob: &Blob,
+        start: u64,
+        len: u64,
+    ) -> Result<Bytes, EngineError> {
         let _slot = self.slots.enter(&blob.id).await;
         let _inflight = self.telemetry.download_started();
-        let (start, len) = blob.layout.piece(index);
-        tracing::warn!(blob = %blob.shown, piece = index, "cache full: serving a piece uncached");
         let started = Instant::now();
         let mut sink = MemorySink(BytesMut::with_capacity(len as usize));
-        let fetched = self
-            .fetch_from(Remote::Origin, blob, start, len, &mut sink)
-            .await;
+        let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
         let size = if fetched.is_ok() { len as i64 } else { -1 };
         self.telemetry.audit(
             AuditOp::Download,
@@ -445,10 +468,11 @@ impl Engine {
     }
 }
 
-/// A piece as a reader holds it: pinned in the cache, or in memory when the cache had no room.
+/// A piece as a reader holds it: pinned in the cache, or (part of) it in memory, from
+/// offset `from` of the piece, when the cache had no room or the read bypassed it.
 pub(super) enum Held {
     Cached(PieceRef),
-    Memory(Bytes),
+    Memory { from: u64, data: Bytes },
 }
 
 struct MemorySink(BytesMut);

@@ -32,6 +32,8 @@ struct State {
     end: u64,
     current: Option<(u64, Held, Source)>,
     corrupt: u32,
+    /// The span, while it may still be served around the cache (a small random read).
+    bypass: Option<Span>,
 }
 
 pub struct BodyStream {
@@ -39,7 +41,12 @@ pub struct BodyStream {
 }
 
 impl BodyStream {
-    pub(super) fn new(engine: Arc<Engine>, blob: Arc<Blob>, span: Span) -> BodyStream {
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        blob: Arc<Blob>,
+        span: Span,
+        bypass: Option<Span>,
+    ) -> BodyStream {
         let state = State {
             engine,
             blob,
@@ -47,6 +54,7 @@ impl BodyStream {
             end: span.end,
             current: None,
             corrupt: 0,
+            bypass,
         };
         let inner = futures_util::stream::try_unfold(state, step).boxed();
         BodyStream { inner }
@@ -77,7 +85,8 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
                     st.engine.prefetch(&st.blob, next);
                 }
             }
-            let (piece, source) = st.engine.piece(&st.blob, index).await?;
+            let bypass = st.bypass.take();
+            let (piece, source) = st.engine.piece(&st.blob, index, bypass).await?;
             st.current = Some((index, piece, source));
         }
         let Some((_, piece, source)) = &st.current else {
@@ -93,7 +102,10 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
                     .read_piece(&st.blob, piece, index, offset, n as usize)
                     .await
             }
-            Held::Memory(data) => Ok(data.slice(offset as usize..(offset + n) as usize)),
+            Held::Memory { from, data } => {
+                let at = (offset - from) as usize;
+                Ok(data.slice(at..at + n as usize))
+            }
         };
         match read {
             Ok(data) => {

@@ -375,6 +375,13 @@ async fn a_first_piece_that_cannot_be_had_gets_a_status_not_a_broken_answer() {
     let slow = http::get(&url, &[("range", &piece2)]).await.unwrap();
     assert_eq!(slow.status, 504);
     one_line_reason(&slow);
+    // The piece download started beside that small read ends on its own timeout; a read
+    // made before then would join it and get its 504 too.
+    let settled = eventually(Duration::from_secs(10), || async {
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
+    })
+    .await;
+    assert!(settled, "the piece download never ended");
 
     upstream.set(Behaviour::Status(404));
     let gone = http::get(&url, &[("range", &piece2)]).await.unwrap();

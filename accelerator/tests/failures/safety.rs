@@ -121,7 +121,12 @@ async fn refused_requests_get_a_reason_and_write_nothing() {
         assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}");
         one_line_reason(&r);
     }
-    for unknown in ["/", "/accelerator", "/v2/", "/nothing/here"] {
+    for unknown in [
+        "/",
+        "/accelerator",
+        "/v2/app/manifests/latest",
+        "/nothing/here",
+    ] {
         let r = conn.get(unknown, &[]).await.unwrap();
         assert_eq!(r.status, 404, "{unknown}");
         one_line_reason(&r);
