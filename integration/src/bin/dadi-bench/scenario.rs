@@ -69,6 +69,11 @@ pub struct Summary {
     pub peak_rss_mib: Option<f64>,
     pub cpu_seconds_per_gib_cold: Option<f64>,
     pub cpu_seconds_per_gib_warm: Option<f64>,
+    /// Random 64 KiB reads on one connection against a dadi-p2p with an empty cache (what
+    /// overlaybd's lazy reads meet on a fresh node), and the same reads straight from the
+    /// registry.
+    pub cold_64k: Option<LoadResult>,
+    pub direct_64k: LoadResult,
     pub matrix: Vec<Cell>,
 }
 
@@ -164,6 +169,21 @@ pub async fn run(args: &Args) -> Result<Summary> {
         Some(acc) => Some(acc.peak_rss_kib()? as f64 / 1024.0),
         None => None,
     };
+    drop(accelerator);
+
+    let direct_64k = cold_random(&direct_url, blob.size).await?;
+    let cold_64k = match &args.dadi_p2p {
+        Some(bin) => {
+            let fresh = start_accelerator(bin, args)?;
+            Some(cold_random(&fresh.accelerator_url(&direct_url), blob.size).await?)
+        }
+        None => None,
+    };
+    tracing::info!(
+        direct_p50_us = direct_64k.p50_us,
+        cold_p50_us = cold_64k.as_ref().map(|r| r.p50_us),
+        "cold random 64 KiB"
+    );
 
     let pick = |target: &str, pattern: &str| {
         matrix.iter().find(|c| {
@@ -203,8 +223,26 @@ pub async fn run(args: &Args) -> Result<Summary> {
         peak_rss_mib,
         cpu_seconds_per_gib_cold: cold.as_ref().map(|(_, c)| *c),
         cpu_seconds_per_gib_warm,
+        cold_64k,
+        direct_64k,
         matrix,
     })
+}
+
+/// Random 64 KiB reads on one connection: few enough that most touch a piece for the
+/// first time.
+async fn cold_random(url: &str, size: u64) -> Result<LoadResult> {
+    let spec = LoadSpec {
+        url: url.to_owned(),
+        headers: Vec::new(),
+        blob_size: size,
+        pattern: Pattern::Random { block: 64 * KIB },
+        connections: 1,
+        requests: COLD_RANDOM_READS,
+        time_cap: Duration::from_secs(60),
+        seed: SEED + 1,
+    };
+    Ok(load::run(&spec).await?)
 }
 
 /// Generates the image and puts its layer into the registry; returns the layer and timings.
@@ -249,6 +287,9 @@ fn start_accelerator(bin: &std::path::Path, args: &Args) -> Result<Accelerator> 
 }
 
 /// One sequential 1 MiB pass over the whole blob on one connection.
+/// Reads in the cold random cell; a 1 GiB blob has 512 pieces of 2 MiB.
+const COLD_RANDOM_READS: u64 = 200;
+
 async fn pass(url: &str, size: u64) -> Result<LoadResult> {
     let spec = LoadSpec {
         url: url.to_owned(),
