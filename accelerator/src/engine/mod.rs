@@ -121,10 +121,6 @@ impl Engine {
         &self.telemetry
     }
 
-    pub fn inflight_downloads(&self) -> usize {
-        lock(&self.flights).len()
-    }
-
     /// Resolves a target to a blob of known size: from the cache's record, else from the origin.
     pub async fn open(
         &self,
