@@ -101,10 +101,6 @@ impl Target {
         Ok(Target { uri, key })
     }
 
-    pub fn host(&self) -> &str {
-        self.uri.host().unwrap_or_default()
-    }
-
     /// The URL with its query replaced by a marker, for logs: signatures never reach a log.
     pub fn redacted(&self) -> String {
         crate::telemetry::redact_url(&self.uri.to_string())
