@@ -47,6 +47,8 @@ const SEQUENTIAL_MEMORY: usize = 1024;
 /// reader count as coming from the origin, not as cache hits; past this many (pieces fetched
 /// ahead and never read) the memory is cleared and some first reads count as hits.
 const FRESH_MEMORY: usize = 65_536;
+/// Whole pieces served from memory at once when the cache is full: 8 x 2 MiB at most.
+const UNCACHED_PIECES: usize = 8;
 /// Tries to get a piece into the cache before a reader is served from memory instead.
 const MISS_ROUNDS: usize = 3;
 
@@ -86,6 +88,8 @@ pub struct Engine {
     verifying: Mutex<HashSet<BlobId>>,
     /// Pieces downloaded ahead of their first reader: that read still counts as origin bytes.
     fresh: Mutex<HashSet<PieceId>>,
+    /// Bounds the whole pieces held in memory when the cache has no room for them.
+    uncached: tokio::sync::Semaphore,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,6 +114,7 @@ impl Engine {
             positions: Mutex::new(HashMap::new()),
             verifying: Mutex::new(HashSet::new()),
             fresh: Mutex::new(HashSet::new()),
+            uncached: tokio::sync::Semaphore::new(UNCACHED_PIECES),
         })
     }
 
@@ -259,6 +264,7 @@ impl Engine {
         // The cache has no room this piece can have (every piece pinned by readers, or
         // evicted as fast as it arrives): serve this reader from memory, uncached.
         tracing::warn!(blob = %blob.shown, piece = index, "cache full: serving a piece uncached");
+        let _memory = self.uncached.acquire().await;
         let (start, len) = blob.layout.piece(index);
         let data = self.fetch_bytes(Remote::Origin, blob, start, len).await?;
         Ok((Held::Memory { from: 0, data }, Source::Origin))
