@@ -89,7 +89,7 @@ pub struct Engine {
     /// Pieces downloaded ahead of their first reader: that read still counts as origin bytes.
     fresh: Mutex<HashSet<PieceId>>,
     /// Bounds the whole pieces held in memory when the cache has no room for them.
-    uncached: tokio::sync::Semaphore,
+    uncached: Arc<tokio::sync::Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,7 +114,7 @@ impl Engine {
             positions: Mutex::new(HashMap::new()),
             verifying: Mutex::new(HashSet::new()),
             fresh: Mutex::new(HashSet::new()),
-            uncached: tokio::sync::Semaphore::new(UNCACHED_PIECES),
+            uncached: Arc::new(tokio::sync::Semaphore::new(UNCACHED_PIECES)),
         })
     }
 
@@ -223,7 +223,12 @@ impl Engine {
                         .fetch_bytes(remote, blob, span.start, span.len())
                         .await?;
                     let from = span.start - index * self.cfg.piece_size;
-                    return Ok((Held::Memory { from, data }, Source::Origin));
+                    let held = Held::Memory {
+                        from,
+                        data,
+                        _permit: None,
+                    };
+                    return Ok((held, Source::Origin));
                 }
                 Decision::Read => {
                     if let Some(piece) = cached {
@@ -264,10 +269,15 @@ impl Engine {
         // The cache has no room this piece can have (every piece pinned by readers, or
         // evicted as fast as it arrives): serve this reader from memory, uncached.
         tracing::warn!(blob = %blob.shown, piece = index, "cache full: serving a piece uncached");
-        let _memory = self.uncached.acquire().await;
+        let permit = self.uncached.clone().acquire_owned().await.ok();
         let (start, len) = blob.layout.piece(index);
         let data = self.fetch_bytes(Remote::Origin, blob, start, len).await?;
-        Ok((Held::Memory { from: 0, data }, Source::Origin))
+        let held = Held::Memory {
+            from: 0,
+            data,
+            _permit: permit,
+        };
+        Ok((held, Source::Origin))
     }
 
     /// The one place a planned remote turns into bytes: the peer source plugs in here.
@@ -474,7 +484,12 @@ impl Engine {
 /// offset `from` of the piece, when the cache had no room or the read bypassed it.
 pub(super) enum Held {
     Cached(PieceRef),
-    Memory { from: u64, data: Bytes },
+    Memory {
+        from: u64,
+        data: Bytes,
+        /// Held with a whole piece, so that few of them are in memory at once.
+        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
 }
 
 struct MemorySink(BytesMut);

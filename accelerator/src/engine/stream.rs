@@ -102,7 +102,7 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
                     .read_piece(&st.blob, piece, index, offset, n as usize)
                     .await
             }
-            Held::Memory { from, data } => {
+            Held::Memory { from, data, .. } => {
                 let at = (offset - from) as usize;
                 Ok(data.slice(at..at + n as usize))
             }
