@@ -1,8 +1,10 @@
 //! The DEB from scripts/package: control fields, every file with its owner and mode, the
-//! conffile, byte-identical shipped files, lintian's verdict, and the maintainer scripts run
-//! against a scratch root (`DPKG_ROOT`) with the system commands they call replaced by
-//! recorders. Starting the service is only done when systemd runs the host, which is never
-//! the case under `DPKG_ROOT`, so that branch is checked for what it must not do.
+//! conffile, byte-identical shipped files and lintian's verdict. The maintainer scripts run
+//! twice over: directly, and under `dpkg --root` installing, reinstalling, removing and
+//! purging the package, both against a scratch root (`DPKG_ROOT`) with the commands that
+//! would change the host (account, ownership, systemd state) replaced by recorders. Starting
+//! the service happens only when systemd runs the host and never under `DPKG_ROOT`, so that
+//! branch is checked for what it must not do.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -264,4 +266,76 @@ fn maintainer_scripts_create_enable_and_purge() {
     assert!(calls.contains(&"deb-systemd-helper purge dadi-p2p.service".to_string()));
     assert!(!s.dir("/var/cache/dadi-p2p").exists());
     assert!(!s.dir("/var/log/dadi-p2p").exists());
+}
+
+/// `dpkg` itself, on a scratch root: the maintainer scripts run without chroot with
+/// `DPKG_ROOT` set (`--force-script-chrootless`), dependencies are not installed there.
+fn dpkg(s: &Scripts, args: &[&str]) -> Vec<String> {
+    let log = s.stubs.path().join("log");
+    let _ = std::fs::remove_file(&log);
+    let path = format!(
+        "{}:{}",
+        s.stubs.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    run(Command::new("dpkg")
+        .arg(format!("--root={}", s.root.path().display()))
+        .args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--force-not-root",
+            "--log=/dev/null",
+        ])
+        .args(args)
+        .env("PATH", path)
+        .env("STUB_LOG", &log)
+        .env("STUB_USER_MISSING", "2"));
+    std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn dpkg_keeps_an_edited_conffile_and_purges_everything() {
+    let (_out, deb) = build();
+    let s = Scripts::new(&deb);
+    for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
+        std::fs::create_dir_all(s.root.path().join(dir)).unwrap();
+    }
+    for file in ["var/lib/dpkg/status", "var/lib/dpkg/available"] {
+        std::fs::write(s.root.path().join(file), "").unwrap();
+    }
+    let deb = deb.to_str().unwrap();
+
+    let calls = dpkg(&s, &["--install", deb]);
+    // Everything the scripts touched is inside the scratch root; only then may purge run.
+    let chowns: Vec<&String> = calls.iter().filter(|c| c.starts_with("chown")).collect();
+    assert_eq!(chowns.len(), 2, "{calls:?}");
+    for c in chowns {
+        assert!(
+            c.contains(s.root.path().to_str().unwrap()),
+            "outside the root: {c}"
+        );
+    }
+    assert!(s.dir("/usr/bin/dadi-p2p").is_file());
+    assert!(s.dir("/var/cache/dadi-p2p").is_dir());
+
+    // An administrator's edit survives a reinstall of the package.
+    let config = s.dir("/etc/dadi-p2p/config.yaml");
+    let edited = std::fs::read_to_string(&config).unwrap() + "# edited on this node\n";
+    std::fs::write(&config, &edited).unwrap();
+    dpkg(&s, &["--force-confold", "--install", deb]);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+
+    // Remove keeps the conffile and the cache; purge takes both.
+    dpkg(&s, &["--remove", "dadi-p2p"]);
+    assert!(!s.dir("/usr/bin/dadi-p2p").exists());
+    assert!(config.is_file());
+    assert!(s.dir("/var/cache/dadi-p2p").is_dir());
+    dpkg(&s, &["--purge", "dadi-p2p"]);
+    for gone in ["/etc/dadi-p2p", "/var/cache/dadi-p2p", "/var/log/dadi-p2p"] {
+        assert!(!s.dir(gone).exists(), "{gone} left after purge");
+    }
 }
