@@ -70,6 +70,8 @@ fn deb_holds_every_file_with_its_mode() {
         ("/usr/share/doc/dadi-p2p/copyright", "-rw-r--r--"),
         ("/usr/share/doc/dadi-p2p/changelog.Debian.gz", "-rw-r--r--"),
         ("/usr/share/lintian/overrides/dadi-p2p", "-rw-r--r--"),
+        ("/usr/share/man/man8/dadi-p2p.8.gz", "-rw-r--r--"),
+        ("/usr/share/man/man8/overlaybd-p2p.8.gz", "-rw-r--r--"),
     ];
     for (path, mode) in expect {
         let (m, owner) = files
@@ -110,6 +112,12 @@ fn deb_holds_every_file_with_its_mode() {
             .arg(root.path().join("usr/bin/dadi-p2p")),
     );
     assert!(!sections.contains(".debug_info"), "dadi-p2p not stripped");
+    // Manual pages come from the binaries' own --help.
+    let man = std::fs::File::open(root.path().join("usr/share/man/man8/dadi-p2p.8.gz")).unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(man), &mut page).unwrap();
+    assert!(page.starts_with(".TH DADI-P2P 8"), "{page}");
+    assert!(page.contains("--cache-dir"), "{page}");
 
     let control = tempfile::tempdir().unwrap();
     run(Command::new("dpkg-deb")

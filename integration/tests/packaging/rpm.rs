@@ -49,6 +49,13 @@ fn rpm_holds_every_file_with_its_mode() {
         ("/etc/dadi-p2p/config.yaml", "0100644", "root", "1"),
         ("/var/cache/dadi-p2p", "040750", "dadi-p2p", "0"),
         ("/var/log/dadi-p2p", "040750", "dadi-p2p", "0"),
+        ("/usr/share/man/man8/dadi-p2p.8.gz", "0100644", "root", "0"),
+        (
+            "/usr/share/man/man8/overlaybd-p2p.8.gz",
+            "0100644",
+            "root",
+            "0",
+        ),
     ];
     assert_eq!(listed.len(), expect.len(), "{listed:?}");
     for (path, mode, owner, config) in expect {
