@@ -1,7 +1,8 @@
 //! The systemd unit: `systemd-analyze verify` reports nothing, and the offline security
 //! analysis rates its exposure as low. Both run against a scratch root holding the host's
 //! system units (the unit's dependencies), the unit, and an executable at its ExecStart path:
-//! verify checks that path only for being executable.
+//! verify checks that path only for being executable. The unit also has to agree with the
+//! shipped config: the directories it may write, and a stop timeout above the drain.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -89,5 +90,64 @@ fn unit_exposure_is_low() {
     assert!(
         out.status.success(),
         "exposure above {MAX_EXPOSURE}/100: {overall}\n{text}"
+    );
+}
+
+/// `Key=value` lines of the unit; a key given twice keeps every value.
+fn settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn unit_agrees_with_the_shipped_config() {
+    let unit = unit();
+    let set = settings(&unit);
+    let one = |key: &str| {
+        let values: Vec<&String> = set
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(values.len(), 1, "{key}: {values:?}");
+        values[0].clone()
+    };
+    let config_text = std::fs::read_to_string(packaging().join("config/config.yaml")).unwrap();
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config_text).unwrap();
+
+    assert_eq!(
+        one("ExecStart"),
+        "/usr/bin/dadi-p2p --config /etc/dadi-p2p/config.yaml"
+    );
+    assert_eq!(one("Restart"), "on-failure");
+    assert_eq!(one("ProtectSystem"), "strict");
+    assert_eq!(one("NoNewPrivileges"), "yes");
+    assert_eq!(one("PrivateTmp"), "yes");
+    assert!(one("LimitNOFILE").parse::<u64>().unwrap() >= 65_536);
+
+    // The daemon may write where its config points, and nowhere else.
+    let writable: Vec<String> = one("ReadWritePaths")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let cache_dir = config["cache"]["dir"].as_str().unwrap().to_string();
+    let log_dir = config["DeployConfig"]["logDir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(writable, [cache_dir.clone(), log_dir.clone()]);
+    assert_eq!(format!("/var/cache/{}", one("CacheDirectory")), cache_dir);
+    assert_eq!(format!("/var/log/{}", one("LogsDirectory")), log_dir);
+
+    // SIGKILL only after the drain has had its time.
+    let stop = one("TimeoutStopSec");
+    let stop_ms = stop.strip_suffix('s').unwrap().parse::<u64>().unwrap() * 1000;
+    let grace_ms = config["service"]["graceMs"].as_u64().unwrap();
+    assert!(
+        stop_ms > grace_ms,
+        "TimeoutStopSec={stop} vs graceMs {grace_ms}"
     );
 }
