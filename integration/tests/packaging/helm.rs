@@ -1,0 +1,241 @@
+//! The Helm chart under packaging/helm/dadi-p2p. Debian has no `helm`, so the chart is
+//! rendered here by a small substitution that implements exactly the template language the
+//! chart uses: `{{ .Values.a.b }}`, `.Release.Name|Namespace|Service`,
+//! `.Chart.Name|Version|AppVersion`, piped through `quote`, `int64` or `toJson`, with Helm's
+//! output for each. Any other action fails the test, so the chart cannot drift into
+//! constructs this check does not understand. A number of a million or more without `int64`
+//! fails too: Helm reads values as floats and would print it as `4.294967296e+09`.
+//!
+//! Rendered with its defaults, the chart must give the same objects as packaging/kubernetes
+//! (less the Namespace, which `helm install --create-namespace` makes, and Helm's own labels).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::common::packaging;
+use crate::config::{start_with, status};
+use crate::kubernetes::{check_install, documents, plain_documents, NS};
+
+fn chart() -> PathBuf {
+    packaging().join("helm/dadi-p2p")
+}
+
+fn yaml_file(path: PathBuf) -> Value {
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    serde_json::to_value(v).unwrap()
+}
+
+/// `over` merged into `base`, maps key by key, as `helm --set`/`-f` layer values.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// A scalar as Go's `%v` prints what Helm read from YAML (numbers are float64 there).
+fn plain(v: &Value, action: &str) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap();
+            assert!(
+                f.fract() == 0.0 && f.abs() < 1e6,
+                "{{{{{action}}}}}: Helm prints {f} in e-notation; pipe it through int64"
+            );
+            (f as i64).to_string()
+        }
+        other => panic!("{{{{{action}}}}}: {other} is not a scalar"),
+    }
+}
+
+fn eval(action: &str, ctx: &Value) -> String {
+    let mut stages = action.split('|').map(str::trim);
+    let path = stages.next().unwrap();
+    let known = ["Values", "Release", "Chart"];
+    let mut v = ctx;
+    let mut parts = path.strip_prefix('.').map(|p| p.split('.'));
+    let parts = parts
+        .as_mut()
+        .filter(|_| known.iter().any(|k| path[1..].starts_with(k)))
+        .unwrap_or_else(|| panic!("unsupported action {{{{{action}}}}}"));
+    for part in parts {
+        v = v
+            .get(part)
+            .unwrap_or_else(|| panic!("{{{{{action}}}}}: no {part}"));
+    }
+    let mut value = v.clone();
+    let mut text: Option<String> = None;
+    for f in stages {
+        match f {
+            "quote" => {
+                let s = text.take().unwrap_or_else(|| plain(&value, action));
+                assert!(!s.contains(['"', '\\']), "{{{{{action}}}}}: needs escaping");
+                text = Some(format!("\"{s}\""));
+            }
+            "int64" => {
+                let n = value
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{action}: not a number"));
+                assert_eq!(n.fract(), 0.0, "{action}");
+                value = json!(n as i64);
+                text = Some((n as i64).to_string());
+            }
+            "toJson" => text = Some(serde_json::to_string(&value).unwrap()),
+            other => panic!("unsupported function {other} in {{{{{action}}}}}"),
+        }
+    }
+    text.unwrap_or_else(|| plain(&value, action))
+}
+
+fn render_text(template: &str, ctx: &Value) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let len = rest[start..].find("}}").expect("unclosed action");
+        let action = &rest[start + 2..start + len];
+        assert!(
+            action.starts_with(' ') && action.ends_with(' '),
+            "{{{{{action}}}}}: whitespace trimming is not supported"
+        );
+        out.push_str(&eval(action.trim(), ctx));
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every file of templates/ rendered with the chart's values under `overrides`.
+pub fn render(overrides: &Value) -> BTreeMap<String, String> {
+    let mut values = yaml_file(chart().join("values.yaml"));
+    merge(&mut values, overrides);
+    let meta = yaml_file(chart().join("Chart.yaml"));
+    let ctx = json!({
+        "Values": values,
+        "Release": {"Name": "dadi-p2p", "Namespace": NS, "Service": "Helm"},
+        "Chart": {
+            "Name": meta["name"], "Version": meta["version"], "AppVersion": meta["appVersion"]
+        },
+    });
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(chart().join("templates")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        out.insert(name, render_text(&text, &ctx));
+    }
+    out
+}
+
+pub fn render_default() -> BTreeMap<String, String> {
+    render(&json!({}))
+}
+
+fn rendered_documents(files: &BTreeMap<String, String>) -> BTreeMap<String, Value> {
+    documents(
+        files
+            .iter()
+            .filter(|(n, _)| n.ends_with(".yaml"))
+            .map(|(_, t)| t.as_str()),
+    )
+}
+
+#[test]
+fn chart_defaults_render_the_plain_manifests() {
+    let chart_meta = yaml_file(chart().join("Chart.yaml"));
+    assert_eq!(chart_meta["apiVersion"], "v2");
+    assert_eq!(chart_meta["appVersion"], crate::common::version());
+
+    let files = render_default();
+    assert!(files.contains_key("NOTES.txt"));
+    let mut rendered = rendered_documents(&files);
+    for doc in rendered.values_mut() {
+        let labels = doc["metadata"]["labels"].as_object_mut().unwrap();
+        assert_eq!(
+            labels.remove("app.kubernetes.io/managed-by"),
+            Some(json!("Helm"))
+        );
+        assert!(labels.remove("helm.sh/chart").is_some());
+    }
+    let mut plain = plain_documents();
+    plain.remove(&format!("Namespace/{NS}")).unwrap();
+    assert_eq!(
+        rendered.keys().collect::<Vec<_>>(),
+        plain.keys().collect::<Vec<_>>()
+    );
+    for (key, doc) in &plain {
+        assert_eq!(
+            &rendered[key], doc,
+            "{key} differs from packaging/kubernetes"
+        );
+    }
+}
+
+#[test]
+fn chart_values_reach_the_objects_and_the_daemon() {
+    let overrides = json!({
+        "image": {"repository": "reg.example.com/dadi-p2p", "tag": "0.2.0"},
+        "service": {"port": 65101},
+        "exporter": {"enable": false, "port": 65103},
+        "cache": {"capacity": 10737418240u64, "hostPath": "/data/dadi-p2p"},
+        "upstream": {"allowHosts": ["reg.example.com", "*.example.org"]},
+        "resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+        "maxUnavailable": 1,
+    });
+    let docs = rendered_documents(&render(&overrides));
+    let config_text = check_install(&docs, NS);
+    let ds = &docs["DaemonSet/dadi-p2p"];
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "reg.example.com/dadi-p2p:0.2.0");
+    assert_eq!(
+        c["resources"]["limits"],
+        json!({"cpu": "2", "memory": "2Gi"})
+    );
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": "1", "memory": "1Gi"})
+    );
+    assert_eq!(
+        ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+        1
+    );
+    assert_eq!(
+        pod["volumes"][1]["hostPath"]["path"], "/data/dadi-p2p",
+        "{pod}"
+    );
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config_text).unwrap();
+    assert_eq!(config["service"]["listen"], "0.0.0.0:65101");
+    assert_eq!(config["ExporterConfig"]["enable"], false);
+    assert_eq!(config["upstream"]["allowHosts"][1], "*.example.org");
+
+    // The rendered config is one the daemon takes, with the capacity given.
+    let (daemon, _) = start_with(&config_text);
+    assert_eq!(status(&daemon)["cache"]["capacity"], 10737418240u64);
+}
+
+#[test]
+fn renderer_refuses_what_it_does_not_implement() {
+    let ctx = json!({"Values": {"n": 4294967296u64, "s": "x"}});
+    for bad in [
+        "{{ .Values.n }}",
+        "{{- .Values.s }}",
+        "{{ include \"x\" . }}",
+        "{{ .Values.s | upper }}",
+        "{{ .Values.missing }}",
+    ] {
+        let caught = std::panic::catch_unwind(|| render_text(bad, &ctx));
+        assert!(caught.is_err(), "{bad} rendered");
+    }
+    assert_eq!(render_text("{{ .Values.n | int64 }}", &ctx), "4294967296");
+    assert_eq!(render_text("{{ .Values.s | quote }}", &ctx), "\"x\"");
+}
