@@ -99,6 +99,9 @@ pub struct ExporterConfig {
     pub port: u16,
     /// `true`: metrics on their own port; `false`: at `/metrics` on the service port.
     pub standalone_exporter_port: bool,
+    /// IP address the standalone exporter listens on; the service's when unset. A DaemonSet
+    /// sets `0.0.0.0` so Prometheus reaches the metrics while the service stays on loopback.
+    pub address: Option<String>,
     /// Window over which the documented rates and maximum latency are computed.
     pub window_secs: u64,
 }
@@ -109,6 +112,7 @@ impl Default for ExporterConfig {
             enable: false,
             port: DEFAULT_EXPORTER_PORT,
             standalone_exporter_port: true,
+            address: None,
             window_secs: 10,
         }
     }
@@ -356,6 +360,15 @@ impl Config {
                 })
             }
             _ => {}
+        }
+        if let Some(address) = &self.exporter.address {
+            if address.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "ExporterConfig.address",
+                    value: address.clone(),
+                    allowed: "an IP address such as 0.0.0.0 or 127.0.0.1",
+                });
+            }
         }
         if self.exporter.enable && self.exporter.window_secs == 0 {
             return Err(ConfigError::Invalid {

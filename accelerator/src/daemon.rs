@@ -50,7 +50,11 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
     })?;
     let mut own_addrs = vec![service_addr];
     let exporter = if cfg.exporter.enable && cfg.exporter.standalone_exporter_port {
-        let addr = SocketAddr::new(service_addr.ip(), cfg.exporter.port);
+        let ip = match &cfg.exporter.address {
+            Some(a) => a.parse().unwrap_or(service_addr.ip()),
+            None => service_addr.ip(),
+        };
+        let addr = SocketAddr::new(ip, cfg.exporter.port);
         let l = Listener::bind(addr, Routes::Metrics).await?;
         let bound = l
             .local_addr()

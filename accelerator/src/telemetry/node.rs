@@ -1,10 +1,11 @@
 //! The `node` label of the documented families: `<ip>:<port>` of the service as other
 //! machines reach it.
 //!
-//! A daemon listening on every address (`0.0.0.0` or `::`) would otherwise label every node
-//! of a cluster `0.0.0.0:65001`, and a dashboard that groups by `node` would add them all up
-//! as one. The IP is then taken from `DADI_P2P_NODE_IP` when it is set (a DaemonSet sets it
-//! from the pod's `status.hostIP`), else from the first non-loopback IPv4 address of an
+//! A daemon on loopback or on every address (`0.0.0.0` or `::`) would otherwise label every
+//! node of a cluster alike, and a dashboard that groups by `node` would add them all up as
+//! one. `DADI_P2P_NODE_IP`, when set (a DaemonSet sets it from the pod's `status.hostIP`),
+//! is therefore the label's IP whatever the service's address. Without it, a specific
+//! address is the label; `0.0.0.0` or `::` take the first non-loopback IPv4 address of an
 //! interface that is up, which on a node is its primary address. Nothing is sent to find it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,13 +26,11 @@ fn resolve(
     env: Option<&str>,
     interfaces: impl FnOnce() -> Vec<Ipv4Addr>,
 ) -> Result<String, TelemetryError> {
-    if !service.ip().is_unspecified() {
-        return Ok(service.to_string());
-    }
     let ip = match env.map(str::trim).filter(|v| !v.is_empty()) {
         Some(v) => v
             .parse::<IpAddr>()
             .map_err(|_| TelemetryError::NodeIp(v.to_string()))?,
+        None if !service.ip().is_unspecified() => service.ip(),
         None => interfaces()
             .into_iter()
             .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
@@ -78,10 +77,14 @@ mod tests {
     }
 
     #[test]
-    fn a_specific_address_is_the_label() {
+    fn a_specific_address_is_the_label_unless_the_variable_names_the_node() {
         let addr: SocketAddr = "10.1.2.3:65001".parse().unwrap();
-        let label = resolve(addr, Some("10.9.9.9"), none).unwrap();
-        assert_eq!(label, "10.1.2.3:65001");
+        assert_eq!(resolve(addr, None, none).unwrap(), "10.1.2.3:65001");
+        let lo: SocketAddr = "127.0.0.1:65001".parse().unwrap();
+        assert_eq!(
+            resolve(lo, Some("10.9.9.9"), none).unwrap(),
+            "10.9.9.9:65001"
+        );
     }
 
     #[test]

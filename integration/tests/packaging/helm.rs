@@ -214,7 +214,7 @@ fn chart_values_reach_the_objects_and_the_daemon() {
         "{pod}"
     );
     let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config_text).unwrap();
-    assert_eq!(config["service"]["listen"], "0.0.0.0:65101");
+    assert_eq!(config["service"]["listen"], "127.0.0.1:65101");
     assert_eq!(config["ExporterConfig"]["enable"], false);
     assert_eq!(config["upstream"]["allowHosts"][1], "*.example.org");
 

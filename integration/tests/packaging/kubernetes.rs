@@ -10,7 +10,6 @@ use std::process::Command;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -137,10 +136,8 @@ pub fn check_install(docs: &BTreeMap<String, Value>, ns: &str) -> String {
     // Ports: the service port from the config, the exporter's from the config, both named.
     let listen = config["service"]["listen"].as_str().unwrap();
     let (ip, port) = listen.rsplit_once(':').unwrap();
-    assert_eq!(
-        ip, "0.0.0.0",
-        "reachable on 127.0.0.1 and on the node address"
-    );
+    assert_eq!(ip, "127.0.0.1", "the service is never on a node address");
+    assert_eq!(config["ExporterConfig"]["address"], "0.0.0.0");
     let ports = c.ports.clone().unwrap();
     let port_named = |name: &str| {
         ports
@@ -164,11 +161,19 @@ pub fn check_install(docs: &BTreeMap<String, Value>, ns: &str) -> String {
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
     assert_eq!(config["ExporterConfig"]["standaloneExporterPort"], true);
 
-    // Probes on /healthz of the service port.
+    // Probes: the daemon's status command against the loopback service.
     for probe in [&c.readiness_probe, &c.liveness_probe, &c.startup_probe] {
-        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        assert_eq!(get.path.as_deref(), Some("/healthz"));
-        assert_eq!(get.port, IntOrString::String("service".into()));
+        let exec = probe.as_ref().unwrap().exec.as_ref().unwrap();
+        let command = exec.command.clone().unwrap();
+        assert_eq!(
+            command,
+            [
+                "/usr/bin/dadi-p2p",
+                "status",
+                "--address",
+                &format!("http://{listen}")
+            ]
+        );
     }
 
     // The node address for the metrics' node label.
