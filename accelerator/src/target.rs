@@ -326,6 +326,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_keeps_the_text(s in "\\PC{0,200}") {
+            if let Ok(t) = Target::parse(&s) {
+                proptest::prop_assert!(matches!(t.uri.scheme_str(), Some("http" | "https")));
+                proptest::prop_assert!(!t.redacted().contains('?') || t.redacted().ends_with("?<redacted>"));
+            }
+        }
+
+        #[test]
+        fn urls_of_any_path_parse_or_are_refused(path in "[a-zA-Z0-9/:._~%?=&-]{0,120}") {
+            let _ = Target::parse(&format!("https://reg.example.com/{path}"));
+        }
+    }
+
     #[test]
     fn redaction_hides_the_query() {
         let t = Target::parse("https://b/x/data?Signature=secret&Expires=1").unwrap();

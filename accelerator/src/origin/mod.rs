@@ -430,6 +430,15 @@ mod tests {
             .unwrap()
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_content_range_is_parsed_or_refused(v in "[ -~]{0,60}") {
+            if let Ok((first, last, _)) = parse_content_range(&with_range(&v)) {
+                proptest::prop_assert!(first <= last);
+            }
+        }
+    }
+
     #[test]
     fn content_range_parsing() {
         assert_eq!(

@@ -121,6 +121,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_path_and_query_are_answered_without_panic(
+            path in "/v2/[a-zA-Z0-9/:._%-]{0,120}",
+            query in "[a-zA-Z0-9=&%:._/@-]{0,60}",
+        ) {
+            if let Ok(u) = url(&path, Some(&query)) {
+                // Whatever was asked, the URL points at a registry's blob endpoint.
+                proptest::prop_assert!(u.starts_with("http://") || u.starts_with("https://"));
+                let rest = u.split_once("://").map(|(_, r)| r).unwrap_or_default();
+                proptest::prop_assert!(!rest.split('/').next().unwrap_or_default().contains('@'));
+                proptest::prop_assert!(u.contains("/blobs/sha256:"));
+            }
+        }
+    }
+
     #[test]
     fn everything_else_is_refused() {
         let blob = format!("/v2/app/blobs/sha256:{HEX}");
