@@ -88,6 +88,8 @@ pub struct Engine {
     verifying: Mutex<HashSet<BlobId>>,
     /// Pieces downloaded ahead of their first reader: that read still counts as origin bytes.
     fresh: Mutex<HashSet<PieceId>>,
+    /// Size probes under way, by blob; a reader arriving meanwhile waits for the result.
+    probes: Mutex<HashMap<BlobId, watch::Receiver<Option<u64>>>>,
     /// Bounds the whole pieces held in memory when the cache has no room for them.
     uncached: Arc<tokio::sync::Semaphore>,
 }
@@ -114,6 +116,7 @@ impl Engine {
             positions: Mutex::new(HashMap::new()),
             verifying: Mutex::new(HashSet::new()),
             fresh: Mutex::new(HashSet::new()),
+            probes: Mutex::new(HashMap::new()),
             uncached: Arc::new(tokio::sync::Semaphore::new(UNCACHED_PIECES)),
         })
     }
@@ -136,18 +139,7 @@ impl Engine {
         let shown = target.redacted();
         let size = match self.cache.blob_size(&id) {
             Some(size) => size,
-            None => {
-                let started = Instant::now();
-                let result = self.origin.size(&target.uri, auth.as_ref()).await;
-                let size = result.as_ref().map(|s| *s as i64).unwrap_or(-1);
-                self.telemetry
-                    .audit(AuditOp::RpcStat, &shown, 0, size, started.elapsed());
-                let size = result?;
-                if let Err(e) = self.cache.set_blob_size(&id, size) {
-                    tracing::warn!(blob = %id.as_str(), error = %e, "cannot record blob size");
-                }
-                size
-            }
+            None => self.probe_size(&id, &target, auth.as_ref(), &shown).await?,
         };
         let layout = Layout {
             size,
@@ -160,6 +152,60 @@ impl Engine {
             layout,
             shown,
         })
+    }
+
+    /// Asks the origin for a blob's size, once for all the readers that want it at the same
+    /// time. Only a success is shared: a reader whose turn failed (a 401 for its credentials,
+    /// say) does not make the others fail, they ask with their own.
+    async fn probe_size(
+        &self,
+        id: &BlobId,
+        target: &Target,
+        auth: Option<&HeaderValue>,
+        shown: &str,
+    ) -> Result<u64, EngineError> {
+        let leader = {
+            let mut probes = lock(&self.probes);
+            match probes.get(id) {
+                Some(rx) => Err(rx.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    probes.insert(id.clone(), rx);
+                    Ok((
+                        tx,
+                        ProbeEntry {
+                            probes: &self.probes,
+                            id: id.clone(),
+                        },
+                    ))
+                }
+            }
+        };
+        let leading = match leader {
+            Ok(leading) => Some(leading),
+            Err(mut rx) => {
+                if let Ok(done) = rx.wait_for(|r| r.is_some()).await {
+                    if let Some(size) = *done {
+                        return Ok(size);
+                    }
+                }
+                // That probe failed or was abandoned: this reader asks with its own credentials.
+                None
+            }
+        };
+        let started = Instant::now();
+        let result = self.origin.size(&target.uri, auth).await;
+        let size = result.as_ref().map(|s| *s as i64).unwrap_or(-1);
+        self.telemetry
+            .audit(AuditOp::RpcStat, shown, 0, size, started.elapsed());
+        let size = result?;
+        if let Err(e) = self.cache.set_blob_size(id, size) {
+            tracing::warn!(blob = %id.as_str(), error = %e, "cannot record blob size");
+        }
+        if let Some((tx, _)) = &leading {
+            let _ = tx.send(Some(size));
+        }
+        Ok(size)
     }
 
     /// Streams `span` of `blob`, starting read-ahead when the reader is sequential.
@@ -477,6 +523,19 @@ impl Engine {
         if let Some(t) = &self.throttle {
             t.take(bytes).await;
         }
+    }
+}
+
+/// A size probe's place in the table, removed however the probe ends (the reader may go
+/// away mid-way), so later readers never wait on a probe nobody runs.
+struct ProbeEntry<'a> {
+    probes: &'a Mutex<HashMap<BlobId, watch::Receiver<Option<u64>>>>,
+    id: BlobId,
+}
+
+impl Drop for ProbeEntry<'_> {
+    fn drop(&mut self) {
+        lock(self.probes).remove(&self.id);
     }
 }
 

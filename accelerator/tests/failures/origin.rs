@@ -397,3 +397,38 @@ async fn a_first_piece_that_cannot_be_had_gets_a_status_not_a_broken_answer() {
     assert_eq!(r.status, 206);
     assert!(r.body[..] == data[2 * PIECE as usize + 5..=2 * PIECE as usize + 100]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_readers_share_one_size_probe_and_one_piece_download() {
+    let data = Arc::new(super::blob_bytes(3 * PIECE as usize, 17));
+    let upstream = HandUpstream::start(Behaviour::Blob {
+        data: data.clone(),
+        truncate: false,
+    })
+    .await;
+    let acc = start(&config("readAhead: 0\ncoldRandomReadKiB: 0\n"));
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    let readers: Vec<_> = (0..8u64)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (a, b) = (i * 100, i * 100 + 999);
+                (
+                    a,
+                    b,
+                    http::get(&url, &[("range", &range(a, b))]).await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    for reader in readers {
+        let (a, b, r) = reader.await.unwrap();
+        assert_eq!(r.status, 206);
+        assert!(r.body[..] == data[a as usize..=b as usize]);
+    }
+    assert_eq!(
+        upstream.requests(),
+        2,
+        "one size probe and one piece download"
+    );
+}
