@@ -20,21 +20,22 @@
 
 mod blob_slots;
 mod error;
+mod fetch;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderValue;
 use tokio::sync::watch;
 
-use crate::cache::{BlobId, Cache, CacheError, PieceId, PieceRef, PieceWriter};
-use crate::origin::{Origin, OriginError, Sink};
+use crate::cache::{BlobId, Cache, CacheError, PieceId, PieceRef};
+use crate::origin::Origin;
 use crate::plan::{self, Decision, Layout, PieceState, Remote};
 use crate::range::Span;
-use crate::target::{BlobKey, Target};
+use crate::target::Target;
 use crate::telemetry::{AuditOp, Kind, Source, Telemetry};
 use crate::throttle::Throttle;
 
@@ -326,51 +327,6 @@ impl Engine {
         Ok((held, Source::Origin))
     }
 
-    /// The one place a planned remote turns into bytes: the peer source plugs in here.
-    async fn fetch_from<S: Sink>(
-        &self,
-        remote: Remote,
-        blob: &Blob,
-        start: u64,
-        len: u64,
-        sink: &mut S,
-    ) -> Result<(), OriginError> {
-        match remote {
-            Remote::Origin => {
-                self.origin
-                    .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, sink)
-                    .await
-            }
-        }
-    }
-
-    /// Downloads `len` bytes at `start` into memory, outside the cache.
-    async fn fetch_bytes(
-        &self,
-        remote: Remote,
-        blob: &Blob,
-        start: u64,
-        len: u64,
-    ) -> Result<Bytes, EngineError> {
-        let _slot = self.slots.enter(&blob.id).await;
-        let _inflight = self.telemetry.download_started();
-        let started = Instant::now();
-        let mut sink = MemorySink(BytesMut::with_capacity(len as usize));
-        let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
-        let size = if fetched.is_ok() { len as i64 } else { -1 };
-        self.telemetry.audit(
-            AuditOp::Download,
-            &blob.shown,
-            start,
-            size,
-            started.elapsed(),
-        );
-        fetched?;
-        self.telemetry
-            .record(Kind::Download, len, started.elapsed());
-        Ok(sink.0.freeze())
-    }
-
     /// The download of `id`: joined when running, started from `remote` otherwise.
     fn flight(
         self: &Arc<Self>,
@@ -401,90 +357,6 @@ impl Engine {
             lock(&engine.flights).remove(&id);
         });
         rx
-    }
-
-    /// Fetches one piece into the cache; nothing is kept unless all of it arrived.
-    async fn download(
-        self: &Arc<Self>,
-        blob: &Arc<Blob>,
-        id: &PieceId,
-        remote: Remote,
-    ) -> Result<(), EngineError> {
-        let _slot = self.slots.enter(&blob.id).await;
-        let _inflight = self.telemetry.download_started();
-        let (start, len) = blob.layout.piece(id.index);
-        let started = Instant::now();
-        let writer = self.cache.begin(id.clone(), len)?;
-        let mut sink = WriterSink(writer);
-        let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
-        let elapsed = started.elapsed();
-        self.telemetry.audit(
-            AuditOp::Download,
-            &blob.shown,
-            start,
-            if fetched.is_ok() { len as i64 } else { -1 },
-            elapsed,
-        );
-        fetched?;
-        self.telemetry.record(Kind::Download, len, elapsed);
-        let write_started = Instant::now();
-        let committed = sink.0.commit().await;
-        let write_elapsed = write_started.elapsed();
-        self.telemetry.audit(
-            AuditOp::FileWrite,
-            &blob.shown,
-            start,
-            if committed.is_ok() { len as i64 } else { -1 },
-            write_elapsed,
-        );
-        committed?;
-        // The bytes went to disk while they arrived; the commit is the part a write waits on.
-        self.telemetry.record(Kind::Disk, len, write_elapsed);
-        {
-            let mut fresh = lock(&self.fresh);
-            if fresh.len() >= FRESH_MEMORY {
-                fresh.clear();
-            }
-            fresh.insert(id.clone());
-        }
-        self.after_commit(blob);
-        Ok(())
-    }
-
-    /// Verifies a digest-keyed blob once all its pieces are cached; a mismatch drops it.
-    fn after_commit(self: &Arc<Self>, blob: &Arc<Blob>) {
-        let BlobKey::Digest(hex) = &blob.target.key else {
-            return;
-        };
-        if !self
-            .cache
-            .has_all_pieces(&blob.id, blob.layout.piece_count())
-        {
-            return;
-        }
-        if !lock(&self.verifying).insert(blob.id.clone()) {
-            return;
-        }
-        let engine = self.clone();
-        let blob = blob.clone();
-        let hex = hex.clone();
-        tokio::spawn(async move {
-            match engine
-                .cache
-                .verify_sha256(&blob.id, engine.cfg.piece_size, &hex)
-                .await
-            {
-                Ok(true) => tracing::debug!(blob = %blob.shown, "blob digest verified"),
-                Ok(false) => {
-                    engine.telemetry.integrity_failure();
-                    tracing::warn!(blob = %blob.shown, "blob digest mismatch: dropped from cache");
-                }
-                Err(e) => {
-                    tracing::warn!(blob = %blob.shown, error = %e, "blob digest check failed")
-                }
-            }
-            lock(&engine.verifying).remove(&blob.id);
-        });
     }
 
     /// Reads `len` bytes at `offset` of a cached piece, recording disk metrics.
@@ -549,21 +421,4 @@ pub(super) enum Held {
         /// Held with a whole piece, so that few of them are in memory at once.
         _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
-}
-
-struct MemorySink(BytesMut);
-
-impl Sink for MemorySink {
-    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-}
-
-struct WriterSink(PieceWriter);
-
-impl Sink for WriterSink {
-    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.0.write(data).await.map_err(std::io::Error::other)
-    }
 }

@@ -1,0 +1,164 @@
+//! Getting a piece's bytes from a remote: into the cache (the one download of a piece,
+//! with the whole-blob digest check once the last piece lands) or into memory (a small
+//! random read's own bytes, or a piece the full cache cannot take). `fetch_from` is the one
+//! place a planned remote becomes bytes, so the peer source plugs in there.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{lock, Blob, Engine, EngineError, FRESH_MEMORY};
+use crate::cache::{PieceId, PieceWriter};
+use crate::origin::{OriginError, Sink};
+use crate::plan::Remote;
+use crate::target::BlobKey;
+use crate::telemetry::{AuditOp, Kind};
+
+impl Engine {
+    /// The one place a planned remote turns into bytes: the peer source plugs in here.
+    pub(super) async fn fetch_from<S: Sink>(
+        &self,
+        remote: Remote,
+        blob: &Blob,
+        start: u64,
+        len: u64,
+        sink: &mut S,
+    ) -> Result<(), OriginError> {
+        match remote {
+            Remote::Origin => {
+                self.origin
+                    .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, sink)
+                    .await
+            }
+        }
+    }
+
+    /// Downloads `len` bytes at `start` into memory, outside the cache.
+    pub(super) async fn fetch_bytes(
+        &self,
+        remote: Remote,
+        blob: &Blob,
+        start: u64,
+        len: u64,
+    ) -> Result<Bytes, EngineError> {
+        let _slot = self.slots.enter(&blob.id).await;
+        let _inflight = self.telemetry.download_started();
+        let started = Instant::now();
+        let mut sink = MemorySink(BytesMut::with_capacity(len as usize));
+        let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
+        let size = if fetched.is_ok() { len as i64 } else { -1 };
+        self.telemetry.audit(
+            AuditOp::Download,
+            &blob.shown,
+            start,
+            size,
+            started.elapsed(),
+        );
+        fetched?;
+        self.telemetry
+            .record(Kind::Download, len, started.elapsed());
+        Ok(sink.0.freeze())
+    }
+
+    /// Fetches one piece into the cache; nothing is kept unless all of it arrived.
+    pub(super) async fn download(
+        self: &Arc<Self>,
+        blob: &Arc<Blob>,
+        id: &PieceId,
+        remote: Remote,
+    ) -> Result<(), EngineError> {
+        let _slot = self.slots.enter(&blob.id).await;
+        let _inflight = self.telemetry.download_started();
+        let (start, len) = blob.layout.piece(id.index);
+        let started = Instant::now();
+        let writer = self.cache.begin(id.clone(), len)?;
+        let mut sink = WriterSink(writer);
+        let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
+        let elapsed = started.elapsed();
+        self.telemetry.audit(
+            AuditOp::Download,
+            &blob.shown,
+            start,
+            if fetched.is_ok() { len as i64 } else { -1 },
+            elapsed,
+        );
+        fetched?;
+        self.telemetry.record(Kind::Download, len, elapsed);
+        let write_started = Instant::now();
+        let committed = sink.0.commit().await;
+        let write_elapsed = write_started.elapsed();
+        self.telemetry.audit(
+            AuditOp::FileWrite,
+            &blob.shown,
+            start,
+            if committed.is_ok() { len as i64 } else { -1 },
+            write_elapsed,
+        );
+        committed?;
+        // The bytes went to disk while they arrived; the commit is the part a write waits on.
+        self.telemetry.record(Kind::Disk, len, write_elapsed);
+        {
+            let mut fresh = lock(&self.fresh);
+            if fresh.len() >= FRESH_MEMORY {
+                fresh.clear();
+            }
+            fresh.insert(id.clone());
+        }
+        self.after_commit(blob);
+        Ok(())
+    }
+
+    /// Verifies a digest-keyed blob once all its pieces are cached; a mismatch drops it.
+    pub(super) fn after_commit(self: &Arc<Self>, blob: &Arc<Blob>) {
+        let BlobKey::Digest(hex) = &blob.target.key else {
+            return;
+        };
+        if !self
+            .cache
+            .has_all_pieces(&blob.id, blob.layout.piece_count())
+        {
+            return;
+        }
+        if !lock(&self.verifying).insert(blob.id.clone()) {
+            return;
+        }
+        let engine = self.clone();
+        let blob = blob.clone();
+        let hex = hex.clone();
+        tokio::spawn(async move {
+            match engine
+                .cache
+                .verify_sha256(&blob.id, engine.cfg.piece_size, &hex)
+                .await
+            {
+                Ok(true) => tracing::debug!(blob = %blob.shown, "blob digest verified"),
+                Ok(false) => {
+                    engine.telemetry.integrity_failure();
+                    tracing::warn!(blob = %blob.shown, "blob digest mismatch: dropped from cache");
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %blob.shown, error = %e, "blob digest check failed")
+                }
+            }
+            lock(&engine.verifying).remove(&blob.id);
+        });
+    }
+}
+
+struct MemorySink(BytesMut);
+
+impl Sink for MemorySink {
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+struct WriterSink(PieceWriter);
+
+impl Sink for WriterSink {
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(data).await.map_err(std::io::Error::other)
+    }
+}
