@@ -45,6 +45,22 @@ impl Containerd {
         ctd
     }
 
+    /// `ctr content fetch` through the hosts directory; the fetch must succeed.
+    fn fetch(&self, hosts: &str, reference: &str) -> std::process::Output {
+        let args = [
+            "content",
+            "fetch",
+            "--plain-http",
+            "--hosts-dir",
+            hosts,
+            reference,
+        ];
+        let out = self.ctr(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ctr content fetch failed: {stderr}");
+        out
+    }
+
     fn ctr(&self, args: &[&str]) -> std::process::Output {
         Command::new("ctr")
             .arg("-a")
@@ -77,23 +93,8 @@ async fn containerd_pulls_blobs_through_the_mirror_and_then_from_its_cache() {
     hosts_dir(hosts.path(), &registry, &acc.base_url());
     let reference = format!("{registry}/app:v1");
     let hosts_arg = hosts.path().to_str().unwrap();
-    let fetch = || {
-        ctd.ctr(&[
-            "content",
-            "fetch",
-            "--plain-http",
-            "--hosts-dir",
-            hosts_arg,
-            &reference,
-        ])
-    };
 
-    let out = fetch();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ctd.fetch(hosts_arg, &reference);
     let blobs: u64 =
         world.image.layers.iter().map(|l| l.size).sum::<u64>() + world.image.config.size;
     let served = metric(&acc, "DADIP2P_Count", &[("type", "pread")])
@@ -110,22 +111,7 @@ async fn containerd_pulls_blobs_through_the_mirror_and_then_from_its_cache() {
 
     // A second containerd with an empty store: its fetch is answered from the daemon's cache.
     let ctd = Containerd::start();
-    let fetch = || {
-        ctd.ctr(&[
-            "content",
-            "fetch",
-            "--plain-http",
-            "--hosts-dir",
-            hosts_arg,
-            &reference,
-        ])
-    };
-    let out = fetch();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ctd.fetch(hosts_arg, &reference);
     let served = metric(&acc, "DADIP2P_Count", &[("type", "pread")])
         .await
         .unwrap();
