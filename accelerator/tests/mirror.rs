@@ -94,7 +94,7 @@ async fn containerd_pulls_blobs_through_the_mirror_and_then_from_its_cache() {
     let reference = format!("{registry}/app:v1");
     let hosts_arg = hosts.path().to_str().unwrap();
 
-    let out = ctd.fetch(hosts_arg, &reference);
+    ctd.fetch(hosts_arg, &reference);
     let blobs: u64 =
         world.image.layers.iter().map(|l| l.size).sum::<u64>() + world.image.config.size;
     let served = metric(&acc, "DADIP2P_Count", &[("type", "pread")])
