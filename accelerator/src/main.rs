@@ -102,19 +102,18 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-async fn stop_signal() {
+/// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives while the cache
+/// is still being scanned is not lost, and returns the future that completes on either.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Lifts the soft open-file limit to the hard one: each connection and each cached piece
@@ -144,8 +143,10 @@ fn main() -> ExitCode {
         }
         None => load(&cli).and_then(|cfg| {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            runtime.block_on(dadi_p2p::daemon::run(cfg, stop_signal()))?;
-            Ok(())
+            runtime.block_on(async {
+                let stop = stop_signal().context("cannot install signal handlers")?;
+                Ok(dadi_p2p::daemon::run(cfg, stop).await?)
+            })
         }),
     };
     match result {
