@@ -258,26 +258,13 @@ impl Engine {
         for _ in 0..MISS_ROUNDS {
             let cached = self.cache.lookup(&id);
             let in_flight = cached.is_none() && lock(&self.flights).contains_key(&id);
-            match plan::decide(PieceState {
+            let decision = plan::decide(PieceState {
                 cached: cached.is_some(),
                 in_flight,
                 small_random: bypass.is_some(),
-            }) {
-                Decision::FetchAndBypass(remote) => {
-                    let _ = self.flight(blob, id.clone(), remote);
-                    let span = bypass.unwrap_or(Span { start: 0, end: 0 });
-                    let data = self
-                        .fetch_bytes(remote, blob, span.start, span.len())
-                        .await?;
-                    let from = span.start - index * self.cfg.piece_size;
-                    let held = Held::Memory {
-                        from,
-                        data,
-                        _permit: None,
-                    };
-                    return Ok((held, Source::Origin));
-                }
-                Decision::Read => {
+            });
+            let remote = match (decision, bypass) {
+                (Decision::Read, _) => {
                     if let Some(piece) = cached {
                         let source = if lock(&self.fresh).remove(&id) {
                             Source::Origin
@@ -286,32 +273,40 @@ impl Engine {
                         };
                         return Ok((Held::Cached(piece), source));
                     }
+                    continue;
                 }
-                decision @ (Decision::Join | Decision::Fetch(_)) => {
-                    let remote = match decision {
-                        Decision::Fetch(remote) => remote,
-                        _ => Remote::Origin,
+                (Decision::FetchAndBypass(remote), Some(span)) => {
+                    let _ = self.flight(blob, id.clone(), remote);
+                    let data = self
+                        .fetch_bytes(remote, blob, span.start, span.len())
+                        .await?;
+                    let held = Held::Memory {
+                        from: span.start - index * self.cfg.piece_size,
+                        data,
+                        _permit: None,
                     };
-                    let mut rx = self.flight(blob, id.clone(), remote);
-                    let outcome = rx
-                        .wait_for(|r| r.is_some())
-                        .await
-                        .map(|r| r.clone())
-                        .unwrap_or_else(|_| {
-                            Some(Err(EngineError::Cache("download abandoned".into())))
-                        });
-                    match outcome {
-                        Some(Err(EngineError::CacheFull)) => break,
-                        Some(Err(e)) => return Err(e),
-                        _ => {}
-                    }
-                    if let Some(piece) = self.cache.lookup(&id) {
-                        lock(&self.fresh).remove(&id);
-                        return Ok((Held::Cached(piece), Source::Origin));
-                    }
-                    // Evicted between the download and this read: try again.
+                    return Ok((held, Source::Origin));
                 }
+                (Decision::Fetch(remote) | Decision::FetchAndBypass(remote), _) => remote,
+                // The running download is joined; the remote matters only if it ended meanwhile.
+                (Decision::Join, _) => Remote::Origin,
+            };
+            let mut rx = self.flight(blob, id.clone(), remote);
+            let outcome = rx
+                .wait_for(|r| r.is_some())
+                .await
+                .map(|r| r.clone())
+                .unwrap_or_else(|_| Some(Err(EngineError::Cache("download abandoned".into()))));
+            match outcome {
+                Some(Err(EngineError::CacheFull)) => break,
+                Some(Err(e)) => return Err(e),
+                _ => {}
             }
+            if let Some(piece) = self.cache.lookup(&id) {
+                lock(&self.fresh).remove(&id);
+                return Ok((Held::Cached(piece), Source::Origin));
+            }
+            // Evicted between the download and this read: try again.
         }
         // The cache has no room this piece can have (every piece pinned by readers, or
         // evicted as fast as it arrives): serve this reader from memory, uncached.
