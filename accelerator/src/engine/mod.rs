@@ -170,6 +170,11 @@ impl Engine {
             match probes.get(id) {
                 Some(rx) => Err(rx.clone()),
                 None => {
+                    // A probe that ended between the caller's cache lookup and this lock has
+                    // recorded the size before leaving the table.
+                    if let Some(size) = self.cache.blob_size(id) {
+                        return Ok(size);
+                    }
                     let (tx, rx) = watch::channel(None);
                     probes.insert(id.clone(), rx);
                     Ok((
