@@ -146,6 +146,40 @@ async fn unreachable_and_silent_upstreams_answer_502_and_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_completes_the_handshake_answers_504() {
+    // A listener that never accepts, with its accept queue full: the kernel drops further
+    // SYNs, so a connect hangs the way it does to a host that is down but routed.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    let mut full = false;
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(stream) => fillers.push(stream),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the accept queue never filled");
+
+    let acc = start(&config(
+        "upstream:\n  connectTimeoutMs: 300\n  readTimeoutMs: 30000\n  retries: 0\n",
+    ));
+    let blob = format!("http://{addr}/layer.bin");
+    let r = http::get(&acc.accelerator_url(&blob), &[("range", "bytes=0-0")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    one_line_reason(&r);
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_5xx_is_retried_a_bounded_number_of_times() {
     let retries = 2;
     let acc = start(&config(&format!("upstream:\n  retries: {retries}\n")));
