@@ -200,14 +200,27 @@ async fn a_full_cache_of_pinned_pieces_still_serves_readers() {
     // Room for exactly four pieces, each larger than loopback socket buffers can absorb.
     let yaml = format!(
         "cache:\n  capacity: {}\n  pieceSize: {BIG}\nExporterConfig:\n  enable: true\n  \
-         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n",
+         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\ncoldRandomReadKiB: 0\n",
         4 * (BIG + 4096)
     );
     let acc = dadi_p2p_integration::Accelerator::start(options().config_yaml(yaml)).unwrap();
     let url = acc.accelerator_url(&registry.blob_url("app", &digest));
     let path = url.strip_prefix(&acc.base_url()).unwrap().to_string();
 
-    // Four readers that never read their bodies keep their pieces pinned.
+    // Four pieces in the cache, then four readers of them that never read their bodies keep
+    // them pinned. (A reader of a piece still downloading reads the bytes as they arrive and
+    // pins nothing, so the pieces are cached first.)
+    for i in 0..4u64 {
+        let r = http::get(&url, &[("range", &range(i * BIG, i * BIG))])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 206);
+    }
+    let cached = eventually(Duration::from_secs(20), || async {
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
+    })
+    .await;
+    assert!(cached, "the first four pieces never finished downloading");
     let mut stalled = Vec::new();
     for i in 0..4u64 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", acc.port()))
@@ -222,7 +235,7 @@ async fn a_full_cache_of_pinned_pieces_still_serves_readers() {
         stalled.push(s);
     }
     let pinned = eventually(Duration::from_secs(20), || async {
-        metric(&acc, "dadi_p2p_served_bytes_total", &[("source", "origin")])
+        metric(&acc, "dadi_p2p_served_bytes_total", &[("source", "cache")])
             .await
             .is_some_and(|b| b >= 4.0 * 128.0 * 1024.0)
     })

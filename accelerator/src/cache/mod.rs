@@ -89,7 +89,7 @@ pub use error::CacheError;
 pub use format::{CHUNK, HEADER_LEN, MAX_PIECE_LEN};
 pub use id::{BlobId, PieceId};
 pub use io::IoBackend;
-pub use writer::PieceWriter;
+pub use writer::{Growing, PieceWriter};
 
 use files::{Files, OpenPiece};
 use format::Header;

@@ -8,11 +8,20 @@
 //! they go to the backend, so a 2 MiB piece costs about 32 positioned writes instead of one
 //! per frame; slices of that size or more go straight through. That buffer is the only
 //! memory a writer holds.
+//!
+//! While the piece is written, [`Growing`] lets readers have the bytes already handed to the
+//! backend: they sit in the temp file (in the page cache), so a reader waiting for the start
+//! of a piece gets it as soon as it arrives instead of after the whole piece. Those bytes came
+//! from the remote in this process and have not been through a checksum; once committed,
+//! reads go through the piece's chunk checksums as usual.
 
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::watch;
 
 use super::format::{ChunkSummer, Header, HEADER_LEN, MAX_PIECE_LEN};
 use super::index::disk_bytes;
@@ -39,6 +48,59 @@ pub struct PieceWriter {
     broken: bool,
     /// Cleared once the piece is committed (or its bytes handed over).
     reserved: u64,
+    /// `flushed`, for the [`Growing`] views; closed when the writer goes away.
+    progress: watch::Sender<u64>,
+}
+
+/// A view of a piece being written: the bytes flushed so far, readable while more arrive.
+#[derive(Clone)]
+pub struct Growing {
+    inner: Arc<Inner>,
+    file: Arc<File>,
+    len: u64,
+    ready: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Growing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Growing")
+            .field("len", &self.len)
+            .field("ready", &*self.ready.borrow())
+            .finish()
+    }
+}
+
+impl Growing {
+    /// Bytes readable now, from the start of the piece.
+    pub fn ready(&self) -> u64 {
+        *self.ready.borrow()
+    }
+
+    /// Waits until more than `offset` bytes are readable; `false` once the writer has gone
+    /// (committed or failed) without getting that far.
+    pub async fn wait_past(&mut self, offset: u64) -> bool {
+        self.ready.wait_for(|r| *r > offset).await.is_ok()
+    }
+
+    /// Reads `len` bytes at `offset`, all of which must be readable already.
+    pub async fn read(&self, offset: u64, len: usize) -> Result<Bytes, CacheError> {
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= self.ready());
+        if end.is_none() {
+            return Err(CacheError::OutOfRange {
+                offset,
+                len,
+                piece_len: self.ready(),
+            });
+        }
+        let data = self
+            .inner
+            .io
+            .read_at(self.file.clone(), HEADER_LEN + offset, len)
+            .await?;
+        Ok(Bytes::from(data))
+    }
 }
 
 impl PieceWriter {
@@ -77,6 +139,7 @@ impl PieceWriter {
             inner,
             id,
             len,
+            progress: watch::Sender::new(0),
             written: 0,
             flushed: 0,
             pending: Vec::new(),
@@ -96,6 +159,16 @@ impl PieceWriter {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// A view of the bytes written so far that follows the writer as it goes on.
+    pub fn growing(&self) -> Growing {
+        Growing {
+            inner: self.inner.clone(),
+            file: self.file.clone(),
+            len: self.len,
+            ready: self.progress.subscribe(),
+        }
     }
 
     /// Appends bytes to the piece. After any failed write the writer only fails: the piece
@@ -148,6 +221,7 @@ impl PieceWriter {
         let (at, n) = (HEADER_LEN + self.flushed, buf.len() as u64);
         self.inner.io.write_at(self.file.clone(), at, buf).await?;
         self.flushed += n;
+        self.progress.send_replace(self.flushed);
         Ok(())
     }
 

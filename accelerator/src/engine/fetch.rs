@@ -3,12 +3,14 @@
 //! random read's own bytes, or a piece the full cache cannot take). `fetch_from` is the one
 //! place a planned remote becomes bytes, so the peer source plugs in there.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
 
-use super::{lock, Blob, Engine, EngineError, FRESH_MEMORY};
+use super::{lock, Blob, Engine, EngineError, Flight, FRESH_MEMORY};
 use crate::cache::{PieceId, PieceWriter};
 use crate::origin::{OriginError, Sink};
 use crate::plan::Remote;
@@ -61,18 +63,21 @@ impl Engine {
         Ok(sink.0.freeze())
     }
 
-    /// Fetches one piece into the cache; nothing is kept unless all of it arrived.
+    /// Fetches one piece into the cache; nothing is kept unless all of it arrived. Readers
+    /// see the bytes written so far through `flight` while it runs.
     pub(super) async fn download(
         self: &Arc<Self>,
         blob: &Arc<Blob>,
         id: &PieceId,
         remote: Remote,
+        flight: &watch::Sender<Flight>,
     ) -> Result<(), EngineError> {
         let _slot = self.slots.enter(&blob.id).await;
         let _inflight = self.telemetry.download_started();
         let (start, len) = blob.layout.piece(id.index);
         let started = Instant::now();
         let writer = self.cache.begin(id.clone(), len)?;
+        flight.send_modify(|f| f.growing = Some(writer.growing()));
         let mut sink = WriterSink(writer);
         let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
         let elapsed = started.elapsed();
@@ -98,7 +103,7 @@ impl Engine {
         committed?;
         // The bytes went to disk while they arrived; the commit is the part a write waits on.
         self.telemetry.record(Kind::Disk, len, write_elapsed);
-        {
+        if !flight.borrow().read_while_growing.load(Ordering::Relaxed) {
             let mut fresh = lock(&self.fresh);
             if fresh.len() >= FRESH_MEMORY {
                 fresh.clear();

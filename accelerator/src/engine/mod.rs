@@ -2,8 +2,13 @@
 //!
 //! A blob is cut into fixed pieces (2 MiB by default). Each piece is either in the cache and
 //! streamed from disk, or downloaded once — one flight per missing piece however many readers
-//! wait for it — written to the cache while it arrives, and then streamed. Where a piece
-//! comes from is decided by `plan`, which does no I/O; this module carries the decisions out.
+//! wait for it — and written to the cache while it arrives. A reader of a piece being
+//! downloaded does not wait for the whole piece: once its own part of the piece has arrived
+//! it is served from the bytes written so far, so a 64 KiB read at the start of a cold piece
+//! waits for 64 KiB, not 2 MiB. The reader's part must be complete before its first byte is
+//! sent, so a download that fails before then is still answered with a status, not a broken
+//! body. Where a piece comes from is decided by `plan`, which does no I/O; this module
+//! carries the decisions out.
 //!
 //! Why 2 MiB pieces: each piece costs one upstream request, and a registry answers a ranged
 //! blob request in about 4 ms before the first byte; a cold random read must wait for its
@@ -24,6 +29,7 @@ mod fetch;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,7 +37,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use tokio::sync::watch;
 
-use crate::cache::{BlobId, Cache, CacheError, PieceId, PieceRef};
+use crate::cache::{BlobId, Cache, CacheError, Growing, PieceId, PieceRef};
 use crate::origin::Origin;
 use crate::plan::{self, Decision, Layout, PieceState, Remote};
 use crate::range::Span;
@@ -74,7 +80,18 @@ pub struct Blob {
     pub shown: String,
 }
 
-type FlightResult = Option<Result<(), EngineError>>;
+/// One piece download as its readers see it.
+#[derive(Clone, Default)]
+pub(super) struct Flight {
+    /// The piece's bytes as they arrive, from the moment its cache file is open until the
+    /// download ends.
+    growing: Option<Growing>,
+    /// How the download ended.
+    result: Option<Result<(), EngineError>>,
+    /// Set by a reader served from `growing`: the piece was read as it came, so its next
+    /// reader counts as a cache hit.
+    read_while_growing: Arc<AtomicBool>,
+}
 
 pub struct Engine {
     cache: Arc<Cache>,
@@ -82,7 +99,7 @@ pub struct Engine {
     telemetry: Arc<Telemetry>,
     cfg: EngineConfig,
     throttle: Option<Throttle>,
-    flights: Mutex<HashMap<PieceId, watch::Receiver<FlightResult>>>,
+    flights: Mutex<HashMap<PieceId, watch::Receiver<Flight>>>,
     slots: blob_slots::BlobSlots,
     /// Last byte served per blob, to tell sequential readers from random ones.
     positions: Mutex<HashMap<BlobId, u64>>,
@@ -249,10 +266,10 @@ impl Engine {
         }
     }
 
-    /// A pinned, cached piece: read now, or after the one download of it finishes; with where
-    /// its bytes came from as the reader sees it. `bypass` is the reader's span when it is a
-    /// small random read: if the piece must be fetched, those bytes come straight from the
-    /// remote, held in memory, while the piece downloads beside them.
+    /// A pinned, cached piece to read now, or the one download of it to read as it arrives;
+    /// with where its bytes came from as the reader sees it. `bypass` is the reader's span
+    /// when it is a small random read: if the piece must be fetched, those bytes come
+    /// straight from the remote, held in memory, while the piece downloads beside them.
     async fn piece(
         self: &Arc<Self>,
         blob: &Arc<Blob>,
@@ -297,14 +314,26 @@ impl Engine {
                 (Decision::Join, _) => Remote::Origin,
             };
             let mut rx = self.flight(blob, id.clone(), remote);
-            let outcome = rx
-                .wait_for(|r| r.is_some())
+            let flight = match rx
+                .wait_for(|f| f.result.is_some() || f.growing.is_some())
                 .await
-                .map(|r| r.clone())
-                .unwrap_or_else(|_| Some(Err(EngineError::Cache("download abandoned".into()))));
-            match outcome {
-                Some(Err(EngineError::CacheFull)) => break,
-                Some(Err(e)) => return Err(e),
+            {
+                Ok(f) => f.clone(),
+                Err(_) => return Err(abandoned()),
+            };
+            match (flight.result, flight.growing) {
+                (Some(Err(EngineError::CacheFull)), _) => break,
+                (Some(Err(e)), _) => return Err(e),
+                (None, Some(growing)) => {
+                    flight.read_while_growing.store(true, Ordering::Relaxed);
+                    return Ok((
+                        Held::Growing {
+                            growing,
+                            flight: rx,
+                        },
+                        Source::Origin,
+                    ));
+                }
                 _ => {}
             }
             if let Some(piece) = self.cache.lookup(&id) {
@@ -327,21 +356,39 @@ impl Engine {
         Ok((held, Source::Origin))
     }
 
+    /// Waits for the end of a download whose bytes a reader was taking as they came, and
+    /// hands it the committed piece for the rest; `None` if the piece was evicted meanwhile.
+    async fn finished(
+        &self,
+        id: &PieceId,
+        flight: &mut watch::Receiver<Flight>,
+    ) -> Result<Option<PieceRef>, EngineError> {
+        let result = match flight.wait_for(|f| f.result.is_some()).await {
+            Ok(f) => f.result.clone(),
+            Err(_) => None,
+        };
+        match result {
+            Some(Ok(())) => Ok(self.cache.lookup(id)),
+            Some(Err(e)) => Err(e),
+            None => Err(abandoned()),
+        }
+    }
+
     /// The download of `id`: joined when running, started from `remote` otherwise.
     fn flight(
         self: &Arc<Self>,
         blob: &Arc<Blob>,
         id: PieceId,
         remote: Remote,
-    ) -> watch::Receiver<FlightResult> {
+    ) -> watch::Receiver<Flight> {
         let mut flights = lock(&self.flights);
         if let Some(rx) = flights.get(&id) {
             return rx.clone();
         }
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel(Flight::default());
         if self.cache.lookup(&id).is_some() {
             // Committed between the caller's lookup and this lock.
-            let _ = tx.send(Some(Ok(())));
+            tx.send_modify(|f| f.result = Some(Ok(())));
             return rx;
         }
         flights.insert(id.clone(), rx.clone());
@@ -349,27 +396,34 @@ impl Engine {
         let engine = self.clone();
         let blob = blob.clone();
         tokio::spawn(async move {
-            let result = engine.download(&blob, &id, remote).await;
+            let result = engine.download(&blob, &id, remote, &tx).await;
             if let Err(e) = &result {
                 tracing::warn!(blob = %blob.shown, piece = id.index, error = %e, "piece download failed");
             }
-            let _ = tx.send(Some(result));
+            tx.send_modify(|f| {
+                f.result = Some(result);
+                f.growing = None;
+            });
             lock(&engine.flights).remove(&id);
         });
         rx
     }
 
-    /// Reads `len` bytes at `offset` of a cached piece, recording disk metrics.
+    /// Reads `len` bytes at `offset` of a cached piece, or of one being written, recording
+    /// disk metrics.
     async fn read_piece(
         &self,
         blob: &Blob,
-        piece: &PieceRef,
+        piece: Readable<'_>,
         index: u64,
         offset: u64,
         len: usize,
     ) -> Result<bytes::Bytes, CacheError> {
         let started = Instant::now();
-        let result = self.cache.read(piece, offset, len).await;
+        let result = match piece {
+            Readable::Cached(piece) => self.cache.read(piece, offset, len).await,
+            Readable::Growing(growing) => growing.read(offset, len).await,
+        };
         let elapsed = started.elapsed();
         let at = index * self.cfg.piece_size + offset;
         match &result {
@@ -411,10 +465,25 @@ impl Drop for ProbeEntry<'_> {
     }
 }
 
-/// A piece as a reader holds it: pinned in the cache, or (part of) it in memory, from
-/// offset `from` of the piece, when the cache had no room or the read bypassed it.
+fn abandoned() -> EngineError {
+    EngineError::Cache("download abandoned".into())
+}
+
+/// A piece file a reader can read from.
+pub(super) enum Readable<'a> {
+    Cached(&'a PieceRef),
+    Growing(&'a Growing),
+}
+
+/// A piece as a reader holds it: pinned in the cache, being downloaded (with the download
+/// to follow), or (part of) it in memory, from offset `from` of the piece, when the cache
+/// had no room or the read bypassed it.
 pub(super) enum Held {
     Cached(PieceRef),
+    Growing {
+        growing: Growing,
+        flight: watch::Receiver<Flight>,
+    },
     Memory {
         from: u64,
         data: Bytes,

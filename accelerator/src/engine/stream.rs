@@ -3,7 +3,7 @@
 //! Bytes are read from the cache in chunks of at most [`CHUNK`] only when the connection is
 //! ready for more, so a response holds one chunk in memory whatever its length: a 10 GiB
 //! blob streams through a few hundred KiB. While one piece is read, the next pieces of the
-//! span are already downloading. A piece that fails its checksum on the way is dropped by
+//! span are already downloading, and a piece still downloading is read as it arrives. A piece that fails its checksum on the way is dropped by
 //! the cache and fetched again; the client never receives the bad bytes.
 
 use std::pin::Pin;
@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
-use super::{Blob, Engine, EngineError, Held};
-use crate::cache::CacheError;
+use super::{Blob, Engine, EngineError, Held, Readable};
+use crate::cache::{CacheError, PieceId};
 use crate::plan;
 use crate::range::Span;
 use crate::telemetry::Source;
@@ -90,17 +90,39 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
             let (piece, source) = st.engine.piece(&st.blob, index, bypass).await?;
             st.current = Some((index, piece, source));
         }
+        let (piece_start, piece_len) = layout.piece(index);
+        if let Some((_, Held::Growing { growing, flight }, _)) = &mut st.current {
+            // This reader's whole part of the piece must have arrived before any of it is
+            // sent, so a download that breaks off first is answered with its error.
+            let wanted = (st.end - piece_start + 1).min(piece_len);
+            if !growing.wait_past(wanted - 1).await {
+                let id = PieceId::new(st.blob.id.clone(), index);
+                let committed = st.engine.finished(&id, flight).await?;
+                st.current = committed.map(|piece| (index, Held::Cached(piece), Source::Origin));
+                continue;
+            }
+        }
         let Some((_, piece, source)) = &st.current else {
             continue;
         };
         let source = *source;
-        let (piece_start, piece_len) = layout.piece(index);
         let offset = st.pos - piece_start;
         let n = CHUNK.min(st.end - st.pos + 1).min(piece_len - offset);
         let read = match piece {
             Held::Cached(piece) => {
                 st.engine
-                    .read_piece(&st.blob, piece, index, offset, n as usize)
+                    .read_piece(&st.blob, Readable::Cached(piece), index, offset, n as usize)
+                    .await
+            }
+            Held::Growing { growing, .. } => {
+                st.engine
+                    .read_piece(
+                        &st.blob,
+                        Readable::Growing(growing),
+                        index,
+                        offset,
+                        n as usize,
+                    )
                     .await
             }
             Held::Memory { from, data, .. } => {

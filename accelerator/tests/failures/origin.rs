@@ -7,7 +7,7 @@ use std::time::Duration;
 use dadi_p2p_integration::http::{self, range};
 use dadi_p2p_integration::{free_port, Credentials, Nginx};
 
-use super::common::{config, eventually, metric, KIB, PIECE};
+use super::common::{config, eventually, metric, KIB, MIB, PIECE};
 use super::upstream::{Behaviour, HandUpstream};
 use super::{cached_pieces, one_line_reason, registry_with_blob, sha256_hex, start};
 
@@ -465,4 +465,67 @@ async fn concurrent_cold_readers_share_one_size_probe_and_one_piece_download() {
         2,
         "one size probe and one piece download"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives() {
+    let piece = MIB;
+    let data = Arc::new(super::blob_bytes(2 * piece as usize, 23));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream = HandUpstream::start(Behaviour::Hold {
+        data: data.clone(),
+        first: 300 * KIB as usize,
+        gate: gate.clone(),
+    })
+    .await;
+    let acc = start(&format!(
+        "cache:\n  capacity: {}\n  pieceSize: {piece}\nExporterConfig:\n  enable: true\n  \
+         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\ncoldRandomReadKiB: 0\n",
+        256 * MIB
+    ));
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+
+    // The piece's first 300 KiB have arrived and the rest is held back: a read within them
+    // is answered while the download is still running.
+    let early = http::get(&url, &[("range", &range(1000, 200_000))])
+        .await
+        .unwrap();
+    assert_eq!(early.status, 206);
+    assert!(early.body[..] == data[1000..=200_000]);
+    assert_eq!(
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        upstream.requests(),
+        2,
+        "one size probe and one piece download"
+    );
+
+    // A read reaching past what has arrived gets all of its bytes once they have.
+    let late = tokio::spawn({
+        let url = url.clone();
+        async move {
+            http::get(&url, &[("range", &range(200_000, 700_000))])
+                .await
+                .unwrap()
+        }
+    });
+    gate.add_permits(1);
+    let late = late.await.unwrap();
+    assert_eq!(late.status, 206);
+    assert!(late.body[..] == data[200_000..=700_000]);
+
+    // The piece was cached once it was complete; reading it again asks nobody.
+    let settled = eventually(Duration::from_secs(10), || async {
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
+    })
+    .await;
+    assert!(settled, "the piece download never ended");
+    let again = http::get(&url, &[("range", &range(0, piece - 1))])
+        .await
+        .unwrap();
+    assert_eq!(again.status, 206);
+    assert!(again.body[..] == data[..piece as usize]);
+    assert_eq!(upstream.requests(), 2);
 }

@@ -1,7 +1,7 @@
 //! An upstream written by hand on a loopback `TcpListener`, for the failures a real registry
 //! will not produce on demand: a server that never answers, one that answers a fixed status
-//! or redirect to everything, and one that announces a whole range but closes half-way
-//! through it.
+//! or redirect to everything, one that announces a whole range but closes half-way through
+//! it, and one that pauses each answer part-way until the test lets it go on.
 //!
 //! It counts accepted connections and parsed requests, which is how the tests see that a
 //! refused request sent nothing upstream and that retries are bounded. Its behaviour can be
@@ -29,6 +29,13 @@ pub enum Behaviour {
     /// Serves `data` with Range support; when `truncate` is set, a response of more than one
     /// byte announces its full length but the connection closes after half of it.
     Blob { data: Arc<Vec<u8>>, truncate: bool },
+    /// Serves `data` like `Blob`, but each answer longer than `first` bytes stops after
+    /// them until `gate` gives a permit (one per answer), then sends the rest.
+    Hold {
+        data: Arc<Vec<u8>>,
+        first: usize,
+        gate: Arc<tokio::sync::Semaphore>,
+    },
 }
 
 struct Shared {
@@ -130,7 +137,10 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 stream.write_all(answer.as_bytes()).await.is_ok()
             }
             Behaviour::Blob { data, truncate } => {
-                answer_blob(&mut stream, &head, &data, truncate).await
+                answer_blob(&mut stream, &head, &data, Cut::None(truncate)).await
+            }
+            Behaviour::Hold { data, first, gate } => {
+                answer_blob(&mut stream, &head, &data, Cut::Hold { first, gate }).await
             }
         };
         if !keep {
@@ -176,8 +186,19 @@ fn requested(head: &str, size: u64) -> Option<(u64, u64)> {
     Some((first, last))
 }
 
+/// How an answer's body deviates from a plain one.
+enum Cut {
+    /// `true`: the connection closes after half the body.
+    None(bool),
+    /// The body pauses after `first` bytes until `gate` gives a permit.
+    Hold {
+        first: usize,
+        gate: Arc<tokio::sync::Semaphore>,
+    },
+}
+
 /// Answers one read of `data`; returns whether the connection may serve another request.
-async fn answer_blob(stream: &mut TcpStream, head: &str, data: &[u8], truncate: bool) -> bool {
+async fn answer_blob(stream: &mut TcpStream, head: &str, data: &[u8], cut: Cut) -> bool {
     let size = data.len() as u64;
     let (status, first, last) = match requested(head, size) {
         Some((first, last)) if first <= last && first < size => {
@@ -202,10 +223,26 @@ async fn answer_blob(stream: &mut TcpStream, head: &str, data: &[u8], truncate: 
     if stream.write_all(answer.as_bytes()).await.is_err() {
         return false;
     }
-    if truncate && len > 1 {
-        let _ = stream.write_all(&body[..body.len() / 2]).await;
-        let _ = stream.shutdown().await;
-        return false;
+    match cut {
+        Cut::None(true) if len > 1 => {
+            let _ = stream.write_all(&body[..body.len() / 2]).await;
+            let _ = stream.shutdown().await;
+            false
+        }
+        Cut::None(_) => stream.write_all(body).await.is_ok(),
+        Cut::Hold { first, gate } => {
+            let (head, rest) = body.split_at(first.min(body.len()));
+            if stream.write_all(head).await.is_err() {
+                return false;
+            }
+            if rest.is_empty() {
+                return true;
+            }
+            match gate.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return false,
+            }
+            stream.write_all(rest).await.is_ok()
+        }
     }
-    stream.write_all(body).await.is_ok()
 }
