@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::address::{AddressError, Endpoint, Scheme};
+use crate::address::{AddressError, Endpoint};
 use crate::cli::{ChangeArgs, Cli, Command};
 use crate::document::{Document, DocumentError, P2pState};
 use crate::edit::{self, Desired, EditError};
@@ -25,6 +25,7 @@ use crate::exit::Exit;
 use crate::file::{self, FileError};
 use crate::probe::{self, Health, Reachability};
 use crate::restart::{self, Restart};
+use crate::tls::{CaCertError, Trust};
 
 /// Content the edit starts from when `--create` makes a new file.
 const EMPTY_CONFIG: &str = "{}\n";
@@ -38,6 +39,8 @@ pub enum Error {
     Address(#[from] AddressError),
     #[error(transparent)]
     File(#[from] FileError),
+    #[error(transparent)]
+    CaCert(#[from] CaCertError),
     #[error("{path}: {source}")]
     Document {
         path: PathBuf,
@@ -76,6 +79,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Address(_) => Exit::InvalidAddress,
+            Error::CaCert(_) => Exit::Usage,
             Error::File(FileError::Missing { .. }) => Exit::ConfigMissing,
             Error::File(FileError::NotRegular(_) | FileError::Read { .. }) => Exit::Failure,
             Error::File(FileError::ReadOnlyMode { .. } | FileError::NotWritable { .. }) => {
@@ -116,11 +120,12 @@ pub struct ChangeReport {
 pub enum Verdict {
     /// p2pConfig absent or `enable` not true.
     Disabled,
-    /// Enabled, reachable, and healthy (or https, where only TCP is checked).
+    /// Enabled, reachable, and `/healthz` answered 200 (over verified TLS for https).
     Accelerated,
     /// Enabled but overlaybd would go to the origin: bad address or no connect.
     Bypassed,
-    /// Enabled and reachable, but the health check failed: reads would fail.
+    /// Enabled and reachable, but the health check failed (TLS handshake
+    /// included): overlaybd would connect and then fail its reads.
     Unhealthy,
 }
 
@@ -175,8 +180,9 @@ pub fn run(cli: &Cli) -> Result<Outcome, Error> {
             };
             change(&cli.config, "disable", &want, c).map(Outcome::Change)
         }
-        Command::Status { timeout } => {
-            status(&cli.config, Duration::from_secs(*timeout)).map(Outcome::Status)
+        Command::Status { timeout, cacert } => {
+            let trust = Trust::load(cacert.as_deref())?;
+            status(&cli.config, Duration::from_secs(*timeout), &trust).map(Outcome::Status)
         }
     }
 }
@@ -261,7 +267,7 @@ fn unified_diff(path: &Path, created: bool, old: &str, new: &str) -> String {
         .to_string()
 }
 
-fn status(path: &Path, timeout: Duration) -> Result<StatusReport, Error> {
+fn status(path: &Path, timeout: Duration, trust: &Trust) -> Result<StatusReport, Error> {
     let loaded = file::load(path)?.ok_or_else(|| FileError::Missing {
         path: path.to_path_buf(),
         can_create: false,
@@ -299,14 +305,14 @@ fn status(path: &Path, timeout: Duration) -> Result<StatusReport, Error> {
     report.checked_address = Some(endpoint.to_string());
     let reach = probe::tcp_check(&endpoint, timeout);
     let health = if reach.reachable {
-        probe::health_check(&endpoint, timeout)
+        probe::health_check(&endpoint, timeout, trust)
     } else {
         Health::not_checked(&endpoint, "not checked: no TCP connection")
     };
     if enabled {
         report.verdict = if !reach.reachable {
             Verdict::Bypassed
-        } else if health.ok || endpoint.scheme == Scheme::Https {
+        } else if health.ok {
             Verdict::Accelerated
         } else {
             Verdict::Unhealthy

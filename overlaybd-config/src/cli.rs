@@ -54,6 +54,9 @@ pub enum Command {
         /// Seconds to wait for the TCP connect and the health answer.
         #[arg(long, default_value_t = DEFAULT_STATUS_TIMEOUT_SECS)]
         timeout: u64,
+        /// PEM file of a CA trusted, besides the system roots, for an https:// accelerator.
+        #[arg(long, value_name = "PATH")]
+        cacert: Option<PathBuf>,
     },
 }
 

@@ -2,8 +2,9 @@
 //! address from a broken file from a failed restart without parsing text.
 //!
 //! The numbers are part of the interface: they are listed in `--help` and in
-//! the crate README, and only ever added to, never renumbered. 2 is left to
-//! the argument parser, which uses it for usage errors.
+//! the crate README, and only ever added to, never renumbered. 2 is the
+//! argument parser's code for usage errors; a flag value that parses but
+//! cannot be used (an unreadable `--cacert`) is reported with it too.
 
 use serde::Serialize;
 
@@ -14,7 +15,8 @@ pub enum Exit {
     Ok = 0,
     /// Any other failure, e.g. the file cannot be read.
     Failure = 1,
-    /// Unknown command or flag (reported by the argument parser).
+    /// Unknown command or flag (reported by the argument parser), or a
+    /// `--cacert` file that cannot be read or holds no usable certificate.
     Usage = 2,
     /// `--address` is not a usable accelerator address.
     InvalidAddress = 3,
@@ -44,14 +46,14 @@ pub const HELP_TABLE: &str = "\
 Exit status:
   0  done, or nothing to change; status: P2P off, or on and healthy
   1  other failure (e.g. the file cannot be read)
-  2  usage error
+  2  usage error (unknown command or flag, unusable --cacert file)
   3  invalid --address (needs http:// or https://, numeric port)
   4  config file missing (pass --create)
   5  config file invalid (malformed JSON, not an object, duplicate keys)
   6  config file not writable (read-only mode, filesystem or permissions)
   7  write failed; the file is unchanged
   8  file updated but the restart of overlaybd failed
-  9  status: P2P on but the accelerator is unreachable or unhealthy";
+  9  status: P2P on but the accelerator is unreachable or unhealthy (TLS included)";
 
 #[cfg(test)]
 mod tests {

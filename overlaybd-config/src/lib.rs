@@ -7,7 +7,8 @@
 //! change and checks the result, `file` writes it atomically. `address`
 //! holds the rule that matters most in practice: an address without a
 //! scheme makes overlaybd silently skip the accelerator. `app` runs the
-//! commands, `probe` does the status checks, `restart` restarts overlaybd,
+//! commands, `probe` does the status checks (with `tls` deciding what an
+//! `https://` accelerator must present), `restart` restarts overlaybd,
 //! `report` prints, and `exit` names the exit statuses.
 
 pub mod address;
@@ -22,3 +23,4 @@ pub mod probe;
 pub mod report;
 pub mod restart;
 pub mod scan;
+pub mod tls;

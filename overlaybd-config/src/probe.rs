@@ -6,18 +6,22 @@
 //! The first check repeats exactly that connect. A connect can succeed on a
 //! port held by something that is not a working accelerator, so the second
 //! check asks the accelerator's `GET /healthz` on the same host and port and
-//! wants a 200. The request is hand-written HTTP/1.1 over std's TcpStream:
-//! one request, no keep-alive, nothing to pull in an HTTP stack for.
-//! For an `https://` address only the TCP connect is checked; the health
-//! request is not sent, since that would need a TLS client.
+//! wants a 200: over plain TCP for `http://`, after a verified TLS handshake
+//! for `https://` (see `tls` for what is trusted). The request is
+//! hand-written HTTP/1.1 over a blocking socket: one request, no keep-alive,
+//! nothing to pull in an HTTP stack for. The handshake and the request share
+//! one deadline of `--timeout`, re-armed before every socket read and write,
+//! so a peer that trickles bytes cannot stretch the check.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rustls::{ClientConnection, ProtocolVersion};
 use serde::Serialize;
 
 use crate::address::{Endpoint, Scheme};
+use crate::tls::{self, HandshakeFailure, Trust};
 
 /// Enough for any status line; the rest of the answer is not read.
 const MAX_STATUS_LINE: usize = 1024;
@@ -31,16 +35,53 @@ pub struct Reachability {
     pub error: Option<String>,
 }
 
+/// One word for scripts, so they need not combine `checked`, `status` and `tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthOutcome {
+    /// `/healthz` answered 200.
+    Ok,
+    /// `/healthz` answered, but not 200.
+    BadStatus,
+    /// The TLS handshake failed; `tls.reason` says why.
+    TlsFailed,
+    /// No usable answer: connect, send or read failed, or no status line.
+    RequestFailed,
+    /// The check was not made (no TCP connection).
+    NotChecked,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     pub url: String,
-    /// False when the check was not made (https address, or no connection).
+    /// False when the check was not made (no connection).
     pub checked: bool,
     pub ok: bool,
+    pub outcome: HealthOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Present for `https://` addresses once a handshake was attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsReport>,
+}
+
+/// The TLS side of an `https://` health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsReport {
+    /// The name the certificate was verified against (the address's host).
+    pub server_name: String,
+    /// The handshake completed and the certificate chain and name verified.
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'static str>,
+    /// Why the handshake failed, e.g. `unknown_issuer`, `name_mismatch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// What to change, when the usual cause of the failure is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl Health {
@@ -50,8 +91,10 @@ impl Health {
             url: ep.health_url(),
             checked: false,
             ok: false,
+            outcome: HealthOutcome::NotChecked,
             status: None,
             error: Some(reason.to_string()),
+            tls: None,
         }
     }
 }
@@ -68,29 +111,152 @@ pub fn tcp_check(ep: &Endpoint, timeout: Duration) -> Reachability {
     }
 }
 
-/// `GET /healthz` on the address's host and port.
-pub fn health_check(ep: &Endpoint, timeout: Duration) -> Health {
-    if ep.scheme == Scheme::Https {
-        return Health::not_checked(ep, "not checked for https addresses (TCP connect only)");
-    }
-    let url = ep.health_url();
-    let result = connect(ep, timeout).and_then(|s| request(s, ep, timeout));
-    tracing::debug!(%url, ?result, "health check");
+/// `GET /healthz` on the address's host and port, over TLS for `https://`.
+pub fn health_check(ep: &Endpoint, timeout: Duration, trust: &Trust) -> Health {
+    let mut health = Health {
+        url: ep.health_url(),
+        checked: true,
+        ok: false,
+        outcome: HealthOutcome::RequestFailed,
+        status: None,
+        error: None,
+        tls: None,
+    };
+    let result = connect(ep, timeout).and_then(|sock| {
+        let mut io = Timed::new(&sock, timeout);
+        match ep.scheme {
+            Scheme::Http => exchange(&mut io, ep),
+            Scheme::Https => over_tls(&mut io, ep, trust, &mut health),
+        }
+    });
+    tracing::debug!(url = %health.url, ?result, "health check");
     match result {
-        Ok(code) => Health {
-            url,
-            checked: true,
-            ok: code == 200,
-            status: Some(code),
-            error: None,
-        },
-        Err(error) => Health {
-            url,
-            checked: true,
-            ok: false,
-            status: None,
-            error: Some(error),
-        },
+        Ok(code) => {
+            health.ok = code == 200;
+            health.status = Some(code);
+            health.outcome = if health.ok {
+                HealthOutcome::Ok
+            } else {
+                HealthOutcome::BadStatus
+            };
+        }
+        Err(error) => health.error = Some(error),
+    }
+    health
+}
+
+/// Handshakes, records the TLS outcome in `health`, then asks `/healthz`.
+fn over_tls(
+    io: &mut Timed<'_>,
+    ep: &Endpoint,
+    trust: &Trust,
+    health: &mut Health,
+) -> Result<u16, String> {
+    let name = tls::server_name(&ep.host)?;
+    let config = trust
+        .client_config()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let mut conn = ClientConnection::new(config, name).map_err(|e| format!("TLS setup: {e}"))?;
+    let mut report = TlsReport {
+        server_name: ep.host.clone(),
+        verified: false,
+        version: None,
+        reason: None,
+        hint: None,
+    };
+    if let Err(e) = handshake(&mut conn, io) {
+        let failure = HandshakeFailure::from_io(&e, &ep.host, trust);
+        report.reason = Some(failure.reason);
+        report.hint = failure.hint;
+        health.tls = Some(report);
+        health.outcome = HealthOutcome::TlsFailed;
+        return Err(format!(
+            "TLS handshake with {} failed: {}",
+            ep.host, failure.error
+        ));
+    }
+    report.verified = true;
+    report.version = conn.protocol_version().and_then(version_name);
+    health.tls = Some(report);
+    exchange(&mut rustls::Stream::new(&mut conn, io), ep)
+}
+
+/// Drives the handshake to its end; rustls verifies the chain and the name.
+fn handshake(conn: &mut ClientConnection, io: &mut Timed<'_>) -> io::Result<()> {
+    while conn.is_handshaking() {
+        let (read, written) = conn.complete_io(io)?;
+        if read == 0 && written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed during the handshake",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn version_name(v: ProtocolVersion) -> Option<&'static str> {
+    match v {
+        ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        _ => None,
+    }
+}
+
+/// The socket with the time left until one deadline as its timeout.
+struct Timed<'a> {
+    sock: &'a TcpStream,
+    end: Instant,
+    limit: Duration,
+}
+
+impl<'a> Timed<'a> {
+    fn new(sock: &'a TcpStream, limit: Duration) -> Timed<'a> {
+        Timed {
+            sock,
+            end: Instant::now() + limit,
+            limit,
+        }
+    }
+
+    fn timed_out(&self) -> io::Error {
+        let secs = self.limit.as_secs_f64();
+        io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {secs}s"))
+    }
+
+    fn arm(&self) -> io::Result<()> {
+        let left = self.end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.timed_out());
+        }
+        self.sock.set_read_timeout(Some(left))?;
+        self.sock.set_write_timeout(Some(left))
+    }
+
+    /// A socket timeout shows as WouldBlock on Unix; say what it means.
+    fn explain(&self, e: io::Error) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timed_out(),
+            _ => e,
+        }
+    }
+}
+
+impl Read for Timed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.read(buf).map_err(|e| self.explain(e))
+    }
+}
+
+impl Write for Timed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.write(buf).map_err(|e| self.explain(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
     }
 }
 
@@ -109,10 +275,9 @@ fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, String> {
     Err(last)
 }
 
-fn request(mut s: TcpStream, ep: &Endpoint, timeout: Duration) -> Result<u16, String> {
-    let io = |e: std::io::Error| format!("health request: {e}");
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
-    s.set_write_timeout(Some(timeout)).map_err(io)?;
+/// Sends `GET /healthz` and reads the status code of the answer.
+fn exchange(s: &mut (impl Read + Write), ep: &Endpoint) -> Result<u16, String> {
+    let io = |e: io::Error| format!("health request: {e}");
     let req = format!(
         "GET /healthz HTTP/1.1\r\nHost: {}\r\nUser-Agent: overlaybd-p2p/{}\r\n\
          Accept: */*\r\nConnection: close\r\n\r\n",
@@ -120,6 +285,7 @@ fn request(mut s: TcpStream, ep: &Endpoint, timeout: Duration) -> Result<u16, St
         env!("CARGO_PKG_VERSION")
     );
     s.write_all(req.as_bytes()).map_err(io)?;
+    s.flush().map_err(io)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 256];
     while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < MAX_STATUS_LINE {
@@ -157,13 +323,5 @@ mod tests {
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status(b"HTTP/1.1 20"), None);
         assert_eq!(parse_status(b""), None);
-    }
-
-    #[test]
-    fn https_health_is_not_checked() {
-        let ep = Endpoint::parse("https://127.0.0.1:1/accelerator").unwrap();
-        let h = health_check(&ep, Duration::from_secs(1));
-        assert!(!h.checked && !h.ok);
-        assert_eq!(h.url, "https://127.0.0.1:1/healthz");
     }
 }

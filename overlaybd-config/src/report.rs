@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::app::{ChangeReport, Error, Outcome, StatusReport, Verdict};
 use crate::document::P2pState;
 use crate::exit::Exit;
+use crate::probe::{Health, HealthOutcome};
 
 /// Prints the result and returns the exit status to end with.
 pub fn print(result: &Result<Outcome, Error>, json: bool) -> Exit {
@@ -110,6 +111,30 @@ fn change_text(c: &ChangeReport) -> String {
     out
 }
 
+/// The `health:` line, plus a `tls:` line for https and a `hint:` line when
+/// a failed handshake has a known usual cause.
+fn health_text(h: &Health) -> String {
+    let get = format!("GET {}", h.url);
+    let line = match (h.outcome, h.status, &h.error) {
+        (HealthOutcome::Ok, Some(code), _) => format!("ok ({get} -> {code})"),
+        (HealthOutcome::BadStatus, Some(code), _) => format!("failing ({get} -> {code})"),
+        (HealthOutcome::NotChecked, _, e) => e.as_deref().unwrap_or("not checked").to_string(),
+        (_, _, e) => format!("failing ({})", e.as_deref().unwrap_or("no answer")),
+    };
+    let mut out = format!("health:     {line}\n");
+    if let Some(t) = h.tls.as_ref().filter(|t| t.verified) {
+        let version = t.version.map(|v| format!("{v}, ")).unwrap_or_default();
+        out.push_str(&format!(
+            "tls:        {version}certificate verified for {}\n",
+            t.server_name
+        ));
+    }
+    if let Some(hint) = h.tls.as_ref().and_then(|t| t.hint.as_ref()) {
+        out.push_str(&format!("hint:       {hint}\n"));
+    }
+    out
+}
+
 fn status_text(s: &StatusReport) -> String {
     let mut out = format!("config:     {}\n", s.config.display());
     out.push_str(&format!("p2pConfig:  {}\n", p2p_text(&s.p2p)));
@@ -130,13 +155,7 @@ fn status_text(s: &StatusReport) -> String {
         out.push_str(&format!("reachable:  {line}\n"));
     }
     if let Some(h) = &s.health {
-        let line = match (h.checked, h.status, &h.error) {
-            (false, _, e) => e.as_deref().unwrap_or("not checked").to_string(),
-            (true, Some(code), _) if h.ok => format!("ok (GET {} -> {code})", h.url),
-            (true, Some(code), _) => format!("failing (GET {} -> {code})", h.url),
-            (true, None, e) => format!("failing ({})", e.as_deref().unwrap_or("no answer")),
-        };
-        out.push_str(&format!("health:     {line}\n"));
+        out.push_str(&health_text(h));
     }
     let verdict = match s.verdict {
         Verdict::Disabled => "P2P disabled; overlaybd reads from its own cache and the registry",

@@ -86,6 +86,13 @@ impl Node {
         }
     }
 
+    /// Writes `content` to `name` in the node's directory (beside `etc/`).
+    pub fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        fs::write(&path, content).unwrap();
+        path
+    }
+
     pub fn read(&self) -> String {
         fs::read_to_string(&self.config).unwrap()
     }
