@@ -49,6 +49,16 @@ pub fn table(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
+        "cold sequential 64 KiB, 1 connection: dadi-p2p p50 {} us p99 {} us {} MB/s, registry directly p50 {} us p99 {} us {:.0} MB/s",
+        opt(s.cold_seq_64k.as_ref().map(|r| r.p50_us as f64)),
+        opt(s.cold_seq_64k.as_ref().map(|r| r.p99_us as f64)),
+        opt(s.cold_seq_64k.as_ref().map(|r| r.mbps)),
+        s.direct_seq_64k.p50_us,
+        s.direct_seq_64k.p99_us,
+        s.direct_seq_64k.mbps
+    );
+    let _ = writeln!(
+        out,
         "dadi-p2p peak RSS {} MiB, CPU s/GiB cold {} warm {}, whole blob exact: {}",
         opt(s.peak_rss_mib),
         opt(s.cpu_seconds_per_gib_cold),

@@ -74,6 +74,11 @@ pub struct Summary {
     /// registry.
     pub cold_64k: Option<LoadResult>,
     pub direct_64k: LoadResult,
+    /// Sequential 64 KiB reads from the start of the blob on one connection against a
+    /// dadi-p2p with an empty cache (overlaybd reading a compressed layer front to back on a
+    /// fresh node), and the same reads straight from the registry.
+    pub cold_seq_64k: Option<LoadResult>,
+    pub direct_seq_64k: LoadResult,
     pub matrix: Vec<Cell>,
 }
 
@@ -184,6 +189,19 @@ pub async fn run(args: &Args) -> Result<Summary> {
         cold_p50_us = cold_64k.as_ref().map(|r| r.p50_us),
         "cold random 64 KiB"
     );
+    let direct_seq_64k = cold_sequential(&direct_url, blob.size).await?;
+    let cold_seq_64k = match &args.dadi_p2p {
+        Some(bin) => {
+            let fresh = start_accelerator(bin, args)?;
+            Some(cold_sequential(&fresh.accelerator_url(&direct_url), blob.size).await?)
+        }
+        None => None,
+    };
+    tracing::info!(
+        direct_p99_us = direct_seq_64k.p99_us,
+        cold_p99_us = cold_seq_64k.as_ref().map(|r| r.p99_us),
+        "cold sequential 64 KiB"
+    );
 
     let pick = |target: &str, pattern: &str| {
         matrix.iter().find(|c| {
@@ -225,6 +243,8 @@ pub async fn run(args: &Args) -> Result<Summary> {
         cpu_seconds_per_gib_warm,
         cold_64k,
         direct_64k,
+        cold_seq_64k,
+        direct_seq_64k,
         matrix,
     })
 }
@@ -243,6 +263,24 @@ async fn cold_random(url: &str, size: u64) -> Result<LoadResult> {
         seed: SEED + 1,
     };
     Ok(load::run(&spec).await?)
+}
+
+/// Sequential 64 KiB reads from the start of the blob on one connection, over the first
+/// [`COLD_SEQUENTIAL_BYTES`] at most.
+async fn cold_sequential(url: &str, size: u64) -> Result<LoadResult> {
+    let spec = LoadSpec {
+        url: url.to_owned(),
+        headers: Vec::new(),
+        blob_size: size,
+        pattern: Pattern::Sequential { block: 64 * KIB },
+        connections: 1,
+        requests: size.min(COLD_SEQUENTIAL_BYTES).div_ceil(64 * KIB),
+        time_cap: Duration::from_secs(120),
+        seed: SEED + 2,
+    };
+    let result = load::run(&spec).await?;
+    anyhow::ensure!(result.errors == 0, "{} errors reading {url}", result.errors);
+    Ok(result)
 }
 
 /// Generates the image and puts its layer into the registry; returns the layer and timings.
@@ -289,6 +327,8 @@ fn start_accelerator(bin: &std::path::Path, args: &Args) -> Result<Accelerator> 
 /// One sequential 1 MiB pass over the whole blob on one connection.
 /// Reads in the cold random cell; a 1 GiB blob has 512 pieces of 2 MiB.
 const COLD_RANDOM_READS: u64 = 200;
+/// Bytes read in the cold sequential 64 KiB cell: 64 pieces of 2 MiB.
+const COLD_SEQUENTIAL_BYTES: u64 = 128 * MIB;
 
 async fn pass(url: &str, size: u64) -> Result<LoadResult> {
     let spec = LoadSpec {
