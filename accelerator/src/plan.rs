@@ -53,11 +53,15 @@ pub fn decide(state: PieceState) -> Decision {
 }
 
 /// Whether a read of `span` is one the bypass serves: inside one piece, at most `limit`
-/// bytes, and not continuing a sequential stream (those are served by read-ahead).
+/// bytes, not continuing a sequential stream (those are served by read-ahead), and ending
+/// past the piece's first `limit` bytes: a read nearer the start has its bytes from the
+/// piece's own download as soon as a separate request would bring them.
 pub fn small_random(layout: Layout, span: Span, sequential: bool, limit: u64) -> bool {
+    let piece = span.start / layout.piece_size;
     !sequential
         && span.len() <= limit
-        && span.start / layout.piece_size == span.end / layout.piece_size
+        && piece == span.end / layout.piece_size
+        && span.end - piece * layout.piece_size >= limit
 }
 
 /// Geometry of one blob cut into pieces.
@@ -129,6 +133,15 @@ mod tests {
             piece_size: 10,
         };
         assert!(small_random(l, Span { start: 12, end: 15 }, false, 4));
+        assert!(small_random(l, Span { start: 14, end: 14 }, false, 4));
+        assert!(
+            !small_random(l, Span { start: 10, end: 13 }, false, 4),
+            "within the piece's first bytes"
+        );
+        assert!(
+            !small_random(l, Span { start: 11, end: 12 }, false, 4),
+            "within the piece's first bytes"
+        );
         assert!(
             !small_random(l, Span { start: 12, end: 16 }, false, 4),
             "over the limit"

@@ -30,6 +30,12 @@ async fn survives_kill9(aio: u8) {
     let (digest, bytes) = world.layer(0);
     let url = acc.accelerator_url(&world.blob_url(&digest));
     assert!(http::get(&url, &[]).await.unwrap().body[..] == bytes[..]);
+    // The last bytes can reach the reader just before their piece is renamed into place.
+    let committed = eventually(Duration::from_secs(10), || async {
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
+    })
+    .await;
+    assert!(committed, "downloads still running");
     let stored = pieces(acc.cache_dir()).len() as u64;
     assert_eq!(stored, (bytes.len() as u64).div_ceil(PIECE));
 
