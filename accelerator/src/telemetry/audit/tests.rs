@@ -10,11 +10,8 @@ use regex::Regex;
 use super::writer::{AuditHandle, LineSink};
 use super::*;
 
-/// The documented line, strictly: no field may be missing, reordered or padded.
-pub(crate) const LINE_PATTERN: &str = r"^\d{4}/(0[1-9]|1[0-2])/(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d\|AUDIT\|th=[0-9A-F]{16}\|(http:pread|rpc:stat|rpc:pread|download|filewrite|fileread)\[pathname=/[^\[\]\s]*\]\[offset=\d+\]\[size=-?\d+\]\[latency=\d+\]$";
-
 pub(crate) fn line_regex() -> Regex {
-    Regex::new(LINE_PATTERN).unwrap()
+    Regex::new(AUDIT_LINE_PATTERN).unwrap()
 }
 
 fn line(op: AuditOp, path: &str, offset: u64, size: i64, latency: u64) -> String {
