@@ -1,5 +1,5 @@
 //! The audit writer: line shape against a strict pattern, redaction, rotation, and the drop
-//! counter when the bounded buffer is full.
+//! counter when the bounded buffer is full or the sink refuses a line.
 
 use std::io;
 use std::sync::mpsc as std_mpsc;
@@ -184,4 +184,28 @@ async fn a_stalled_writer_drops_and_counts_instead_of_blocking() {
     // After stop, lines are counted as dropped rather than queued forever.
     handle.send(rec(999));
     assert_eq!(dropped.get(), EXTRA + 1);
+}
+
+/// A sink that refuses every line, like a full disk.
+struct FailingSink;
+
+impl LineSink for FailingSink {
+    fn write_line(&mut self, _: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("no space left"))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_line_the_sink_refuses_is_counted_as_dropped() {
+    let dropped = Counter::default();
+    let handle = AuditHandle::spawn(Box::new(FailingSink), 16, dropped.clone()).unwrap();
+    for i in 0..3 {
+        handle.send(AuditRecord::now(AuditOp::Download, "/b", i, 1, 1));
+    }
+    handle.stop().await;
+    assert_eq!(dropped.get(), 3);
 }
