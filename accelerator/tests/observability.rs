@@ -9,7 +9,8 @@
 //! the daemon.
 //!
 //! `observability/metrics.rs` has the exporter (Prometheus, exporter settings, the `node`
-//! label, request durations), `observability/audit.rs` the audit log and
+//! label, request durations), `observability/audit.rs` the audit log,
+//! `observability/rotation.rs` the audit file's rotation and line accounting, and
 //! `observability/status.rs` `/status` and `dadi-p2p status`.
 
 #[path = "observability/audit.rs"]
@@ -17,6 +18,8 @@ mod audit;
 mod common;
 #[path = "observability/metrics.rs"]
 mod metrics;
+#[path = "observability/rotation.rs"]
+mod rotation;
 #[path = "observability/status.rs"]
 mod status;
 

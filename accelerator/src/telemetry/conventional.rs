@@ -138,7 +138,7 @@ impl Conventional {
         );
         r.register(
             "audit_lines_dropped",
-            "Audit lines dropped because the writer was behind",
+            "Audit lines dropped because the writer was behind or could not write",
             c.audit_dropped.clone(),
         );
         r.register(

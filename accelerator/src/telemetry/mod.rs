@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use audit::{redact_url, AuditOp};
+pub use audit::{redact_url, AuditOp, AUDIT_LINE_PATTERN};
 pub use config::{
     AuditSink, TelemetryConfig, TelemetryError, AUDIT_BUFFER_LINES, DEFAULT_AUDIT_FILE_BYTES,
     DEFAULT_AUDIT_KEEP, DEFAULT_WINDOW, MAX_WINDOW, MIN_AUDIT_FILE_BYTES,

@@ -2,29 +2,27 @@
 //! operation with the offsets and sizes of the reads made, and no URL signature in the audit
 //! log or in the daemon's own output.
 
+use dadi_p2p::telemetry::AUDIT_LINE_PATTERN;
 use dadi_p2p_integration::{http, Accelerator};
 
 use super::*;
 
 /// Parsed audit line: operation, pathname, offset, size.
-type AuditLine = (String, String, u64, i64);
+pub(crate) type AuditLine = (String, String, u64, i64);
 
-/// Checks every line against the documented shape and returns its fields.
-fn parse_audit(text: &str) -> Vec<AuditLine> {
-    let shape = regex::Regex::new(
-        r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\|AUDIT\|th=[0-9A-F]{16}\|(http:pread|rpc:stat|rpc:pread|download|filewrite|fileread)\[pathname=(/[^\[\]\s]+)\]\[offset=(\d+)\]\[size=(-?\d+)\]\[latency=(\d+)\]$",
-    )
-    .unwrap();
+/// Checks every line against the daemon's strict pattern and returns its fields.
+pub(crate) fn parse_audit(text: &str) -> Vec<AuditLine> {
+    let shape = regex::Regex::new(AUDIT_LINE_PATTERN).unwrap();
     text.lines()
         .map(|line| {
             let c = shape
                 .captures(line)
                 .unwrap_or_else(|| panic!("audit line out of shape: {line:?}"));
             (
-                c[1].to_string(),
-                c[2].to_string(),
-                c[3].parse().unwrap(),
-                c[4].parse().unwrap(),
+                c["op"].to_string(),
+                c["pathname"].to_string(),
+                c["offset"].parse().unwrap(),
+                c["size"].parse().unwrap(),
             )
         })
         .collect()

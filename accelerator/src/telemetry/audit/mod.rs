@@ -24,6 +24,18 @@ use super::{AuditSink, TelemetryError};
 
 pub(crate) use writer::AuditHandle;
 
+/// The documented audit line as a regular expression, strict: no field may be missing,
+/// reordered or padded, and the date and time must be real ones. The groups `op`,
+/// `pathname`, `offset`, `size` and `latency` name the fields, so a consumer can parse with
+/// the same expression the tests check against. Matched per line, without the newline.
+pub const AUDIT_LINE_PATTERN: &str = concat!(
+    r"^\d{4}/(0[1-9]|1[0-2])/(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d",
+    r"\|AUDIT\|th=[0-9A-F]{16}\|",
+    r"(?P<op>http:pread|rpc:stat|rpc:pread|download|filewrite|fileread)",
+    r"\[pathname=(?P<pathname>/[^\[\]\s]*)\]\[offset=(?P<offset>\d+)\]",
+    r"\[size=(?P<size>-?\d+)\]\[latency=(?P<latency>\d+)\]$",
+);
+
 /// The documented operation codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditOp {

@@ -1,5 +1,5 @@
 //! The audit writer: line shape against a strict pattern, redaction, rotation, and the drop
-//! counter when the bounded buffer is full.
+//! counter when the bounded buffer is full or the sink refuses a line.
 
 use std::io;
 use std::sync::mpsc as std_mpsc;
@@ -10,11 +10,8 @@ use regex::Regex;
 use super::writer::{AuditHandle, LineSink};
 use super::*;
 
-/// The documented line, strictly: no field may be missing, reordered or padded.
-pub(crate) const LINE_PATTERN: &str = r"^\d{4}/(0[1-9]|1[0-2])/(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d\|AUDIT\|th=[0-9A-F]{16}\|(http:pread|rpc:stat|rpc:pread|download|filewrite|fileread)\[pathname=/[^\[\]\s]*\]\[offset=\d+\]\[size=-?\d+\]\[latency=\d+\]$";
-
 pub(crate) fn line_regex() -> Regex {
-    Regex::new(LINE_PATTERN).unwrap()
+    Regex::new(AUDIT_LINE_PATTERN).unwrap()
 }
 
 fn line(op: AuditOp, path: &str, offset: u64, size: i64, latency: u64) -> String {
@@ -187,4 +184,28 @@ async fn a_stalled_writer_drops_and_counts_instead_of_blocking() {
     // After stop, lines are counted as dropped rather than queued forever.
     handle.send(rec(999));
     assert_eq!(dropped.get(), EXTRA + 1);
+}
+
+/// A sink that refuses every line, like a full disk.
+struct FailingSink;
+
+impl LineSink for FailingSink {
+    fn write_line(&mut self, _: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("no space left"))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_line_the_sink_refuses_is_counted_as_dropped() {
+    let dropped = Counter::default();
+    let handle = AuditHandle::spawn(Box::new(FailingSink), 16, dropped.clone()).unwrap();
+    for i in 0..3 {
+        handle.send(AuditRecord::now(AuditOp::Download, "/b", i, 1, 1));
+    }
+    handle.stop().await;
+    assert_eq!(dropped.get(), 3);
 }

@@ -3,8 +3,10 @@
 //! A thread rather than a task because the sinks do blocking writes and the writer must
 //! keep running while the runtime shuts down. The data path only ever calls `try_send`:
 //! when the channel is full (a slow disk, a stalled stdout pipe) the line is dropped and
-//! counted, so auditing can lose lines but never delays a read. The sink is flushed whenever
-//! the channel runs empty, so lines reach the file within one batch of being written.
+//! counted, so auditing can lose lines but never delays a read. A line the sink fails to
+//! take (a full disk, a failed rotation) is counted the same way, so every line offered is
+//! either written or counted. The sink is flushed whenever the channel runs empty, so lines
+//! reach the file within one batch of being written.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,9 +55,10 @@ impl AuditHandle {
     /// `lines` is the channel capacity; at least 1.
     pub fn spawn(sink: Box<dyn LineSink>, lines: usize, dropped: Counter) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(lines.max(1));
+        let lost = dropped.clone();
         std::thread::Builder::new()
             .name("dadi-audit".into())
-            .spawn(move || run(rx, sink))?;
+            .spawn(move || run(rx, sink, lost))?;
         Ok(Self {
             tx,
             dropped,
@@ -82,7 +85,7 @@ impl AuditHandle {
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Msg>, mut sink: Box<dyn LineSink>) {
+fn run(mut rx: mpsc::Receiver<Msg>, mut sink: Box<dyn LineSink>, lost: Counter) {
     let mut line = String::with_capacity(512);
     let mut failing = false;
     let mut write = |sink: &mut Box<dyn LineSink>, rec: &AuditRecord| {
@@ -90,11 +93,13 @@ fn run(mut rx: mpsc::Receiver<Msg>, mut sink: Box<dyn LineSink>) {
         rec.format_into(&mut line);
         match sink.write_line(line.as_bytes()) {
             Ok(()) => failing = false,
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(%error, "audit log write failed; lines are being lost");
+            Err(error) => {
+                lost.inc();
+                if !failing {
+                    failing = true;
+                    tracing::warn!(%error, "audit log write failed; lines are being lost");
+                }
             }
-            Err(_) => {}
         }
     };
     while let Some(msg) = rx.blocking_recv() {
