@@ -76,6 +76,9 @@ pub struct Blob {
     pub id: BlobId,
     pub auth: Option<HeaderValue>,
     pub layout: Layout,
+    /// The blob's first byte, when this request's own size probe brought it: a `bytes=0-0`
+    /// read is then answered at once while piece 0 downloads.
+    pub first_byte: Option<u8>,
     /// Redacted URL, for logs and audit lines.
     pub shown: String,
 }
@@ -155,8 +158,8 @@ impl Engine {
     ) -> Result<Blob, EngineError> {
         let id = BlobId::new(&target.key.name()).map_err(|e| EngineError::Cache(e.to_string()))?;
         let shown = target.redacted();
-        let size = match self.cache.blob_size(&id) {
-            Some(size) => size,
+        let (size, first_byte) = match self.cache.blob_size(&id) {
+            Some(size) => (size, None),
             None => self.probe_size(&id, &target, auth.as_ref(), &shown).await?,
         };
         let layout = Layout {
@@ -168,20 +171,22 @@ impl Engine {
             id,
             auth,
             layout,
+            first_byte,
             shown,
         })
     }
 
     /// Asks the origin for a blob's size, once for all the readers that want it at the same
     /// time. Only a success is shared: a reader whose turn failed (a 401 for its credentials,
-    /// say) does not make the others fail, they ask with their own.
+    /// say) does not make the others fail, they ask with their own. The reader that asked
+    /// also gets the blob's first byte when the origin sent it.
     async fn probe_size(
         &self,
         id: &BlobId,
         target: &Target,
         auth: Option<&HeaderValue>,
         shown: &str,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<(u64, Option<u8>), EngineError> {
         let leader = {
             let mut probes = lock(&self.probes);
             match probes.get(id) {
@@ -190,7 +195,7 @@ impl Engine {
                     // A probe that ended between the caller's cache lookup and this lock has
                     // recorded the size before leaving the table.
                     if let Some(size) = self.cache.blob_size(id) {
-                        return Ok(size);
+                        return Ok((size, None));
                     }
                     let (tx, rx) = watch::channel(None);
                     probes.insert(id.clone(), rx);
@@ -209,7 +214,7 @@ impl Engine {
             Err(mut rx) => {
                 if let Ok(done) = rx.wait_for(|r| r.is_some()).await {
                     if let Some(size) = *done {
-                        return Ok(size);
+                        return Ok((size, None));
                     }
                 }
                 // That probe failed or was abandoned: this reader asks with its own credentials.
@@ -218,17 +223,17 @@ impl Engine {
         };
         let started = Instant::now();
         let result = self.origin.size(&target.uri, auth).await;
-        let size = result.as_ref().map(|s| *s as i64).unwrap_or(-1);
+        let size = result.as_ref().map(|(s, _)| *s as i64).unwrap_or(-1);
         self.telemetry
             .audit(AuditOp::RpcStat, shown, 0, size, started.elapsed());
-        let size = result?;
+        let (size, first_byte) = result?;
         if let Err(e) = self.cache.set_blob_size(id, size) {
             tracing::warn!(blob = %id.as_str(), error = %e, "cannot record blob size");
         }
         if let Some((tx, _)) = &leading {
             let _ = tx.send(Some(size));
         }
-        Ok(size)
+        Ok((size, first_byte))
     }
 
     /// Streams `span` of `blob`, starting read-ahead when the reader is sequential.
@@ -248,9 +253,20 @@ impl Engine {
                 self.prefetch(&blob, index);
             }
         }
+        if let (Some(byte), 0, 0) = (blob.first_byte, span.start, span.end) {
+            // The size probe of a blob not cached: answered with the byte the origin's own
+            // probe brought, while the piece the next read will want starts downloading.
+            self.prefetch(&blob, 0);
+            let held = Held::Memory {
+                from: 0,
+                data: Bytes::copy_from_slice(&[byte]),
+                _permit: None,
+            };
+            return BodyStream::new(self.clone(), blob, span, None, Some(held));
+        }
         let bypass = plan::small_random(blob.layout, span, sequential, self.cfg.bypass_limit)
             .then_some(span);
-        BodyStream::new(self.clone(), blob, span, bypass)
+        BodyStream::new(self.clone(), blob, span, bypass, None)
     }
 
     /// Starts a download of `index` if it is neither cached nor already coming.

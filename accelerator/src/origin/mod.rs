@@ -130,15 +130,27 @@ impl Origin {
         })
     }
 
-    /// The blob's size, from a `bytes=0-0` request as overlaybd makes it.
-    pub async fn size(&self, uri: &Uri, auth: Option<&HeaderValue>) -> Result<u64, OriginError> {
+    /// The blob's size, from a `bytes=0-0` request as overlaybd makes it, with the blob's
+    /// first byte when the origin answered just that byte.
+    pub async fn size(
+        &self,
+        uri: &Uri,
+        auth: Option<&HeaderValue>,
+    ) -> Result<(u64, Option<u8>), OriginError> {
         let mut attempt = 0;
         loop {
             match self.send(uri, auth, 0, Some(0)).await {
                 Ok(resp) => {
-                    let size = size_of(&resp);
-                    self.finish_body(resp.into_body()).await;
-                    return size;
+                    let size = size_of(&resp)?;
+                    let one = resp.status() == StatusCode::PARTIAL_CONTENT
+                        && resp.headers().get(CONTENT_LENGTH).map(|v| v.as_bytes()) == Some(b"1");
+                    let first = if one {
+                        self.first_byte(resp.into_body()).await
+                    } else {
+                        self.finish_body(resp.into_body()).await;
+                        None
+                    };
+                    return Ok((size, first));
                 }
                 Err(e) if e.retryable() && attempt < self.cfg.retries => {
                     attempt += 1;
@@ -243,6 +255,28 @@ impl Origin {
         }
         self.finish_body(body).await;
         Ok(())
+    }
+
+    /// The one byte of a one-byte body, if it arrives whole within the read timeout.
+    async fn first_byte(&self, mut body: hyper::body::Incoming) -> Option<u8> {
+        use hyper::body::Body as _;
+        let mut first = None;
+        let mut seen = 0usize;
+        while !body.is_end_stream() {
+            match tokio::time::timeout(self.cfg.read_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        if first.is_none() {
+                            first = data.first().copied();
+                        }
+                        seen += data.len();
+                    }
+                }
+                Ok(None) => break,
+                _ => return None,
+            }
+        }
+        first.filter(|_| seen == 1)
     }
 
     /// Reads a body's last frames, so its connection goes back to the pool instead of being

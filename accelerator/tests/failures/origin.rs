@@ -529,3 +529,41 @@ async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives() {
     assert!(again.body[..] == data[..piece as usize]);
     assert_eq!(upstream.requests(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_size_probe_is_answered_with_the_origins_byte_while_its_piece_downloads() {
+    let data = Arc::new(super::blob_bytes(3 * PIECE as usize, 29));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // One-byte answers pass; the piece download stalls right after its headers.
+    let upstream = HandUpstream::start(Behaviour::Hold {
+        data: data.clone(),
+        first: 0,
+        gate: gate.clone(),
+    })
+    .await;
+    let acc = start(&config("readAhead: 0\n"));
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+
+    let probe = http::get(&url, &[("range", "bytes=0-0")]).await.unwrap();
+    assert_eq!(probe.status, 206);
+    assert_eq!(
+        probe.header("content-range"),
+        Some(format!("bytes 0-0/{}", data.len()).as_str())
+    );
+    assert_eq!(probe.body[..], data[..1]);
+    // Piece 0 started downloading for the reads that follow a probe, and is still held.
+    let started = eventually(Duration::from_secs(10), || async {
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(1.0)
+    })
+    .await;
+    assert!(started, "piece 0 was not fetched after the probe");
+    assert_eq!(upstream.requests(), 2, "the size probe and piece 0");
+
+    gate.add_permits(1);
+    let read = http::get(&url, &[("range", &range(0, 65_535))])
+        .await
+        .unwrap();
+    assert_eq!(read.status, 206);
+    assert!(read.body[..] == data[..65_536]);
+    assert_eq!(upstream.requests(), 2);
+}

@@ -29,8 +29,9 @@ pub enum Behaviour {
     /// Serves `data` with Range support; when `truncate` is set, a response of more than one
     /// byte announces its full length but the connection closes after half of it.
     Blob { data: Arc<Vec<u8>>, truncate: bool },
-    /// Serves `data` like `Blob`, but each answer longer than `first` bytes stops after
-    /// them until `gate` gives a permit (one per answer), then sends the rest.
+    /// Serves `data` like `Blob`, but each answer longer than `first` bytes (and than one
+    /// byte: size probes pass) stops after them until `gate` gives a permit (one per
+    /// answer), then sends the rest.
     Hold {
         data: Arc<Vec<u8>>,
         first: usize,
@@ -231,6 +232,7 @@ async fn answer_blob(stream: &mut TcpStream, head: &str, data: &[u8], cut: Cut) 
         }
         Cut::None(_) => stream.write_all(body).await.is_ok(),
         Cut::Hold { first, gate } => {
+            let first = if body.len() == 1 { 1 } else { first };
             let (head, rest) = body.split_at(first.min(body.len()));
             if stream.write_all(head).await.is_err() {
                 return false;

@@ -59,6 +59,14 @@ pub fn table(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
+        "size probe then first 64 KiB of a layer: dadi-p2p p50 {} us max {} us, registry directly p50 {} us max {} us",
+        opt(s.cold_first_64k_us.map(|(p50, _)| p50 as f64)),
+        opt(s.cold_first_64k_us.map(|(_, max)| max as f64)),
+        s.direct_first_64k_us.0,
+        s.direct_first_64k_us.1
+    );
+    let _ = writeln!(
+        out,
         "dadi-p2p peak RSS {} MiB, CPU s/GiB cold {} warm {}, whole blob exact: {}",
         opt(s.peak_rss_mib),
         opt(s.cpu_seconds_per_gib_cold),

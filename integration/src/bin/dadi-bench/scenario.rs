@@ -79,6 +79,12 @@ pub struct Summary {
     /// fresh node), and the same reads straight from the registry.
     pub cold_seq_64k: Option<LoadResult>,
     pub direct_seq_64k: LoadResult,
+    /// The first read of a layer as overlaybd makes it: the `bytes=0-0` size probe, then
+    /// 64 KiB at offset 0 on the same connection; microseconds from the probe's request to
+    /// the read's last byte, p50 and max over [`FIRST_READS`] fresh dadi-p2p daemons, and
+    /// straight from the registry.
+    pub cold_first_64k_us: Option<(u64, u64)>,
+    pub direct_first_64k_us: (u64, u64),
     pub matrix: Vec<Cell>,
 }
 
@@ -197,6 +203,13 @@ pub async fn run(args: &Args) -> Result<Summary> {
         }
         None => None,
     };
+    let direct_first_64k_us = first_reads(&direct_url, || Ok(None)).await?;
+    let cold_first_64k_us = match &args.dadi_p2p {
+        Some(bin) => {
+            Some(first_reads(&direct_url, || start_accelerator(bin, args).map(Some)).await?)
+        }
+        None => None,
+    };
     tracing::info!(
         direct_p99_us = direct_seq_64k.p99_us,
         cold_p99_us = cold_seq_64k.as_ref().map(|r| r.p99_us),
@@ -245,6 +258,8 @@ pub async fn run(args: &Args) -> Result<Summary> {
         direct_64k,
         cold_seq_64k,
         direct_seq_64k,
+        cold_first_64k_us,
+        direct_first_64k_us,
         matrix,
     })
 }
@@ -281,6 +296,40 @@ async fn cold_sequential(url: &str, size: u64) -> Result<LoadResult> {
     let result = load::run(&spec).await?;
     anyhow::ensure!(result.errors == 0, "{} errors reading {url}", result.errors);
     Ok(result)
+}
+
+/// Times a size probe and the 64 KiB read at offset 0 after it, once per `fresh()` daemon
+/// (or straight at `url` when it gives none); returns p50 and max in microseconds.
+async fn first_reads(
+    url: &str,
+    mut fresh: impl FnMut() -> Result<Option<Accelerator>>,
+) -> Result<(u64, u64)> {
+    let mut micros = Vec::with_capacity(FIRST_READS);
+    for _ in 0..FIRST_READS {
+        let daemon = fresh()?;
+        let target = match &daemon {
+            Some(acc) => acc.accelerator_url(url),
+            None => url.to_owned(),
+        };
+        let (addr, path) = http::split_loopback_url(&target)?;
+        let mut conn = http::Conn::connect(addr).await?;
+        let started = Instant::now();
+        let probe = conn.get(&path, &[("range", "bytes=0-0")]).await?;
+        anyhow::ensure!(
+            probe.status == 206,
+            "size probe of {target}: {}",
+            probe.status
+        );
+        let read = conn.get(&path, &[("range", "bytes=0-65535")]).await?;
+        micros.push(started.elapsed().as_micros() as u64);
+        anyhow::ensure!(
+            read.status == 206 && read.body.len() == 64 * KIB as usize,
+            "first read of {target}: {}",
+            read.status
+        );
+    }
+    micros.sort_unstable();
+    Ok((micros[micros.len() / 2], micros[micros.len() - 1]))
 }
 
 /// Generates the image and puts its layer into the registry; returns the layer and timings.
@@ -329,6 +378,8 @@ fn start_accelerator(bin: &std::path::Path, args: &Args) -> Result<Accelerator> 
 const COLD_RANDOM_READS: u64 = 200;
 /// Bytes read in the cold sequential 64 KiB cell: 64 pieces of 2 MiB.
 const COLD_SEQUENTIAL_BYTES: u64 = 128 * MIB;
+/// Fresh daemons in the first-read cell.
+const FIRST_READS: usize = 15;
 
 async fn pass(url: &str, size: u64) -> Result<LoadResult> {
     let spec = LoadSpec {
