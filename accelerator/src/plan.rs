@@ -87,6 +87,13 @@ impl Layout {
     }
 }
 
+/// Whether a read is the `bytes=0-0` size probe overlaybd sends before any other read of a
+/// blob. It says nothing about how the blob will be read, so it neither starts nor
+/// continues a sequential stream.
+pub fn is_size_probe(span: Span) -> bool {
+    span.start == 0 && span.end == 0
+}
+
 /// A read continues a sequential stream when it starts after the previous read's end and
 /// no more than one piece beyond it: overlaybd's reads of a compressed layer skip small gaps.
 pub fn is_sequential(previous_end: Option<u64>, start: u64, piece_size: u64) -> bool {
@@ -124,6 +131,13 @@ mod tests {
             decide(state(false, false, true)),
             Decision::FetchAndBypass(Remote::Origin)
         );
+    }
+
+    #[test]
+    fn only_the_first_byte_is_a_size_probe() {
+        assert!(is_size_probe(Span { start: 0, end: 0 }));
+        assert!(!is_size_probe(Span { start: 0, end: 1 }));
+        assert!(!is_size_probe(Span { start: 1, end: 1 }));
     }
 
     #[test]

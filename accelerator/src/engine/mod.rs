@@ -238,7 +238,8 @@ impl Engine {
 
     /// Streams `span` of `blob`, starting read-ahead when the reader is sequential.
     pub fn read(self: &Arc<Self>, blob: Arc<Blob>, span: Span) -> BodyStream {
-        let sequential = {
+        let probe = plan::is_size_probe(span);
+        let sequential = !probe && {
             let mut positions = lock(&self.positions);
             let previous = positions.get(&blob.id).copied();
             if positions.len() >= SEQUENTIAL_MEMORY && previous.is_none() {
@@ -253,7 +254,7 @@ impl Engine {
                 self.prefetch(&blob, index);
             }
         }
-        if let (Some(byte), 0, 0) = (blob.first_byte, span.start, span.end) {
+        if let (Some(byte), true) = (blob.first_byte, probe) {
             // The size probe of a blob not cached: answered with the byte the origin's own
             // probe brought, while the piece the next read will want starts downloading.
             self.prefetch(&blob, 0);
