@@ -11,13 +11,14 @@
 //! carries the decisions out.
 //!
 //! Why 2 MiB pieces: each piece costs one upstream request, and a registry answers a ranged
-//! blob request in about 4 ms before the first byte; a cold random read must wait for its
-//! whole piece. In the serve benchmark (512 MiB blob, loopback, read-ahead 4), cold
-//! sequential reads ran at 0.89x a plain ranged download with 1 MiB pieces, 1.34x with
-//! 2 MiB and 2.05x with 4 MiB; warm reads did not depend on the piece size. 1 MiB misses the
-//! 0.9x goal; 4 MiB doubles what a cold random 64 KiB read waits for (on a 1 Gbit/s link,
-//! about 34 ms instead of 17 ms) and halves the pieces a layer can be spread across. 2 MiB
-//! is the middle that meets both; `cache.pieceSize` changes it.
+//! blob request in about 4 ms before the first byte; a cold read that is not bypassed waits
+//! for its piece up to the read's end. In the serve benchmark (512 MiB blob, loopback,
+//! read-ahead 4), cold sequential reads ran at 0.89x a plain ranged download with 1 MiB
+//! pieces, 1.34x with 2 MiB and 2.05x with 4 MiB; warm reads did not depend on the piece
+//! size. 1 MiB misses the 0.9x goal; 4 MiB doubles what a cold read near the end of a piece
+//! waits for (on a 1 Gbit/s link, about 34 ms instead of 17 ms) and halves the pieces a
+//! layer can be spread across. 2 MiB is the middle that meets both; `cache.pieceSize`
+//! changes it.
 //!
 //! Limits: `proxyConcurrencyLimit` bounds the blobs downloaded at once (further blobs wait
 //! for a slot, pieces of a blob already downloading do not); read-ahead fetches the next
