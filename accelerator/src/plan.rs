@@ -87,6 +87,12 @@ impl Layout {
     }
 }
 
+/// Whether the request that finds a blob's size should also download its first piece: it
+/// does when the reader starts there (`start`, when known before the size is).
+pub fn probe_takes_first_piece(start: Option<u64>, piece_size: u64) -> bool {
+    start.is_some_and(|s| s < piece_size)
+}
+
 /// Whether a read is the `bytes=0-0` size probe overlaybd sends before any other read of a
 /// blob. It says nothing about how the blob will be read, so it neither starts nor
 /// continues a sequential stream.
@@ -130,6 +136,17 @@ mod tests {
         assert_eq!(
             decide(state(false, false, true)),
             Decision::FetchAndBypass(Remote::Origin)
+        );
+    }
+
+    #[test]
+    fn the_probe_takes_the_first_piece_for_a_reader_starting_in_it() {
+        assert!(probe_takes_first_piece(Some(0), 10));
+        assert!(probe_takes_first_piece(Some(9), 10));
+        assert!(!probe_takes_first_piece(Some(10), 10));
+        assert!(
+            !probe_takes_first_piece(None, 10),
+            "a suffix range or a HEAD"
         );
     }
 

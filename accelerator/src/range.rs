@@ -15,6 +15,16 @@ pub enum RangeSpec {
     Suffix(u64),
 }
 
+impl RangeSpec {
+    /// The first byte asked for, when it does not depend on the blob's size.
+    pub fn first(&self) -> Option<u64> {
+        match *self {
+            RangeSpec::Closed(a, _) | RangeSpec::From(a) => Some(a),
+            RangeSpec::Suffix(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RangeError {
     #[error("malformed Range header")]

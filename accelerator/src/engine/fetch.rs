@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use super::{lock, Blob, Engine, EngineError, Flight, FRESH_MEMORY};
+use super::{lock, Blob, Engine, EngineError, Flight, Start, FRESH_MEMORY};
 use crate::cache::{PieceId, PieceWriter};
 use crate::origin::{OriginError, Sink};
 use crate::plan::Remote;
@@ -69,7 +69,7 @@ impl Engine {
         self: &Arc<Self>,
         blob: &Arc<Blob>,
         id: &PieceId,
-        remote: Remote,
+        begin: Start,
         flight: &watch::Sender<Flight>,
     ) -> Result<(), EngineError> {
         let _slot = self.slots.enter(&blob.id).await;
@@ -79,7 +79,15 @@ impl Engine {
         let writer = self.cache.begin(id.clone(), len)?;
         flight.send_modify(|f| f.growing = Some(writer.growing()));
         let mut sink = WriterSink(writer);
-        let fetched = self.fetch_from(remote, blob, start, len, &mut sink).await;
+        let fetched = match begin {
+            Start::Remote(remote) => self.fetch_from(remote, blob, start, len, &mut sink).await,
+            Start::Opened(opened) => {
+                let (uri, auth) = (&blob.target.uri, blob.auth.as_ref());
+                self.origin
+                    .fetch_opened(opened, uri, auth, len, &mut sink)
+                    .await
+            }
+        };
         let elapsed = started.elapsed();
         self.telemetry.audit(
             AuditOp::Download,

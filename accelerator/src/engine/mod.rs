@@ -39,7 +39,7 @@ use http::HeaderValue;
 use tokio::sync::watch;
 
 use crate::cache::{BlobId, Cache, CacheError, Growing, PieceId, PieceRef};
-use crate::origin::Origin;
+use crate::origin::{Opened, Origin};
 use crate::plan::{self, Decision, Layout, PieceState, Remote};
 use crate::range::Span;
 use crate::target::Target;
@@ -77,9 +77,6 @@ pub struct Blob {
     pub id: BlobId,
     pub auth: Option<HeaderValue>,
     pub layout: Layout,
-    /// The blob's first byte, when this request's own size probe brought it: a `bytes=0-0`
-    /// read is then answered at once while piece 0 downloads.
-    pub first_byte: Option<u8>,
     /// Redacted URL, for logs and audit lines.
     pub shown: String,
 }
@@ -151,43 +148,64 @@ impl Engine {
         &self.telemetry
     }
 
-    /// Resolves a target to a blob of known size: from the cache's record, else from the origin.
+    /// Resolves a target to a blob of known size: from the cache's record, else from the
+    /// origin. When the reader starts at byte `start` of the first piece, the request that
+    /// finds the size is also that piece's download, so a cold read costs one round trip
+    /// to the origin instead of two.
     pub async fn open(
-        &self,
+        self: &Arc<Self>,
         target: Target,
         auth: Option<HeaderValue>,
-    ) -> Result<Blob, EngineError> {
+        start: Option<u64>,
+    ) -> Result<Arc<Blob>, EngineError> {
         let id = BlobId::new(&target.key.name()).map_err(|e| EngineError::Cache(e.to_string()))?;
         let shown = target.redacted();
-        let (size, first_byte) = match self.cache.blob_size(&id) {
-            Some(size) => (size, None),
-            None => self.probe_size(&id, &target, auth.as_ref(), &shown).await?,
+        let probed = match self.cache.blob_size(&id) {
+            Some(size) => Probed::Known(size),
+            None => {
+                let first_piece = plan::probe_takes_first_piece(start, self.cfg.piece_size);
+                self.probe_size(&id, &target.uri, auth.as_ref(), &shown, first_piece)
+                    .await?
+            }
         };
-        let layout = Layout {
-            size,
-            piece_size: self.cfg.piece_size,
+        let size = match &probed {
+            Probed::Known(size) => *size,
+            Probed::Led { opened, .. } => opened.size,
         };
-        Ok(Blob {
+        let blob = Arc::new(Blob {
             target,
             id,
             auth,
-            layout,
-            first_byte,
+            layout: Layout {
+                size,
+                piece_size: self.cfg.piece_size,
+            },
             shown,
-        })
+        });
+        if let Probed::Led { opened, tx, _entry } = probed {
+            if size > 0 {
+                let first = PieceId::new(blob.id.clone(), 0);
+                let _ = self.start_flight(&blob, first, Start::Opened(opened));
+            }
+            // Readers waiting for the size now find the first piece downloading.
+            let _ = tx.send(Some(size));
+        }
+        Ok(blob)
     }
 
     /// Asks the origin for a blob's size, once for all the readers that want it at the same
     /// time. Only a success is shared: a reader whose turn failed (a 401 for its credentials,
-    /// say) does not make the others fail, they ask with their own. The reader that asked
-    /// also gets the blob's first byte when the origin sent it.
+    /// say) does not make the others fail, they ask with their own. With `first_piece`, the
+    /// reader that asks gets the open answer, whose body is the blob's first piece, and
+    /// tells the others once that piece is downloading.
     async fn probe_size(
         &self,
         id: &BlobId,
-        target: &Target,
+        uri: &http::Uri,
         auth: Option<&HeaderValue>,
         shown: &str,
-    ) -> Result<(u64, Option<u8>), EngineError> {
+        first_piece: bool,
+    ) -> Result<Probed<'_>, EngineError> {
         let leader = {
             let mut probes = lock(&self.probes);
             match probes.get(id) {
@@ -196,7 +214,7 @@ impl Engine {
                     // A probe that ended between the caller's cache lookup and this lock has
                     // recorded the size before leaving the table.
                     if let Some(size) = self.cache.blob_size(id) {
-                        return Ok((size, None));
+                        return Ok(Probed::Known(size));
                     }
                     let (tx, rx) = watch::channel(None);
                     probes.insert(id.clone(), rx);
@@ -210,31 +228,68 @@ impl Engine {
                 }
             }
         };
-        let leading = match leader {
-            Ok(leading) => Some(leading),
+        let (tx, entry) = match leader {
+            Ok(leading) => leading,
             Err(mut rx) => {
                 if let Ok(done) = rx.wait_for(|r| r.is_some()).await {
                     if let Some(size) = *done {
-                        return Ok((size, None));
+                        return Ok(Probed::Known(size));
                     }
                 }
-                // That probe failed or was abandoned: this reader asks with its own credentials.
-                None
+                // That probe failed or was abandoned: this reader asks with its own
+                // credentials, without taking the lead.
+                let size = self.size_only(id, uri, auth, shown).await?;
+                return Ok(Probed::Known(size));
             }
         };
+        if !first_piece {
+            let size = self.size_only(id, uri, auth, shown).await?;
+            let _ = tx.send(Some(size));
+            return Ok(Probed::Known(size));
+        }
+        let opened = self
+            .ask_size(id, uri, auth, shown, self.cfg.piece_size)
+            .await?;
+        Ok(Probed::Led {
+            opened,
+            tx,
+            _entry: entry,
+        })
+    }
+
+    /// A blob's size from a `bytes=0-0` request, recorded in the cache.
+    async fn size_only(
+        &self,
+        id: &BlobId,
+        uri: &http::Uri,
+        auth: Option<&HeaderValue>,
+        shown: &str,
+    ) -> Result<u64, EngineError> {
+        let opened = self.ask_size(id, uri, auth, shown, 1).await?;
+        let size = opened.size;
+        self.origin.discard(opened).await;
+        Ok(size)
+    }
+
+    /// One request for the first `len` bytes of a blob, its size recorded in the cache.
+    async fn ask_size(
+        &self,
+        id: &BlobId,
+        uri: &http::Uri,
+        auth: Option<&HeaderValue>,
+        shown: &str,
+        len: u64,
+    ) -> Result<Opened, EngineError> {
         let started = Instant::now();
-        let result = self.origin.size(&target.uri, auth).await;
-        let size = result.as_ref().map(|(s, _)| *s as i64).unwrap_or(-1);
+        let result = self.origin.open_first(uri, auth, len).await;
+        let size = result.as_ref().map(|o| o.size as i64).unwrap_or(-1);
         self.telemetry
             .audit(AuditOp::RpcStat, shown, 0, size, started.elapsed());
-        let (size, first_byte) = result?;
-        if let Err(e) = self.cache.set_blob_size(id, size) {
+        let opened = result?;
+        if let Err(e) = self.cache.set_blob_size(id, opened.size) {
             tracing::warn!(blob = %id.as_str(), error = %e, "cannot record blob size");
         }
-        if let Some((tx, _)) = &leading {
-            let _ = tx.send(Some(size));
-        }
-        Ok((size, first_byte))
+        Ok(opened)
     }
 
     /// Streams `span` of `blob`, starting read-ahead when the reader is sequential.
@@ -255,20 +310,9 @@ impl Engine {
                 self.prefetch(&blob, index);
             }
         }
-        if let (Some(byte), true) = (blob.first_byte, probe) {
-            // The size probe of a blob not cached: answered with the byte the origin's own
-            // probe brought, while the piece the next read will want starts downloading.
-            self.prefetch(&blob, 0);
-            let held = Held::Memory {
-                from: 0,
-                data: Bytes::copy_from_slice(&[byte]),
-                _permit: None,
-            };
-            return BodyStream::new(self.clone(), blob, span, None, Some(held));
-        }
         let bypass = plan::small_random(blob.layout, span, sequential, self.cfg.bypass_limit)
             .then_some(span);
-        BodyStream::new(self.clone(), blob, span, bypass, None)
+        BodyStream::new(self.clone(), blob, span, bypass)
     }
 
     /// Starts a download of `index` if it is neither cached nor already coming.
@@ -399,6 +443,16 @@ impl Engine {
         id: PieceId,
         remote: Remote,
     ) -> watch::Receiver<Flight> {
+        self.start_flight(blob, id, Start::Remote(remote))
+    }
+
+    /// [`Engine::flight`], for any way a download can begin.
+    fn start_flight(
+        self: &Arc<Self>,
+        blob: &Arc<Blob>,
+        id: PieceId,
+        start: Start,
+    ) -> watch::Receiver<Flight> {
         let mut flights = lock(&self.flights);
         if let Some(rx) = flights.get(&id) {
             return rx.clone();
@@ -414,7 +468,7 @@ impl Engine {
         let engine = self.clone();
         let blob = blob.clone();
         tokio::spawn(async move {
-            let result = engine.download(&blob, &id, remote, &tx).await;
+            let result = engine.download(&blob, &id, start, &tx).await;
             if let Err(e) = &result {
                 tracing::warn!(blob = %blob.shown, piece = id.index, error = %e, "piece download failed");
             }
@@ -468,6 +522,23 @@ impl Engine {
             t.take(bytes).await;
         }
     }
+}
+
+/// What a size probe found: a size, or (for the reader that asked the origin) the open
+/// answer and the means to tell the readers waiting for it.
+enum Probed<'a> {
+    Known(u64),
+    Led {
+        opened: Opened,
+        tx: watch::Sender<Option<u64>>,
+        _entry: ProbeEntry<'a>,
+    },
+}
+
+/// How a piece download begins: a request to a remote, or an origin answer already open.
+pub(super) enum Start {
+    Remote(Remote),
+    Opened(Opened),
 }
 
 /// A size probe's place in the table, removed however the probe ends (the reader may go

@@ -47,15 +47,13 @@ impl BodyStream {
         blob: Arc<Blob>,
         span: Span,
         bypass: Option<Span>,
-        first: Option<Held>,
     ) -> BodyStream {
-        let index = span.start / blob.layout.piece_size;
         let state = State {
             engine,
             blob,
             pos: span.start,
             end: span.end,
-            current: first.map(|held| (index, held, Source::Origin)),
+            current: None,
             corrupt: 0,
             bypass,
         };

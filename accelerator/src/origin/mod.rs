@@ -79,6 +79,13 @@ pub struct OriginConfig {
     pub backoff: Duration,
 }
 
+/// An origin answer whose headers have arrived, for a read from the start of a blob.
+pub struct Opened {
+    resp: http::Response<hyper::body::Incoming>,
+    /// The blob's total size, from the answer's headers.
+    pub size: u64,
+}
+
 /// Where downloaded bytes go; the piece writer of the cache implements it.
 pub trait Sink {
     fn write(
@@ -130,27 +137,21 @@ impl Origin {
         })
     }
 
-    /// The blob's size, from a `bytes=0-0` request as overlaybd makes it, with the blob's
-    /// first byte when the origin answered just that byte.
-    pub async fn size(
+    /// Asks for the first `len` bytes of a blob: the answer's headers give the blob's size,
+    /// and its body, read by [`Origin::fetch_opened`], is the blob's first piece. One request
+    /// does what a `bytes=0-0` size probe followed by a download of the first piece would.
+    pub async fn open_first(
         &self,
         uri: &Uri,
         auth: Option<&HeaderValue>,
-    ) -> Result<(u64, Option<u8>), OriginError> {
+        len: u64,
+    ) -> Result<Opened, OriginError> {
         let mut attempt = 0;
         loop {
-            match self.send(uri, auth, 0, Some(0)).await {
+            match self.send(uri, auth, 0, Some(len.max(1) - 1)).await {
                 Ok(resp) => {
                     let size = size_of(&resp)?;
-                    let one = resp.status() == StatusCode::PARTIAL_CONTENT
-                        && resp.headers().get(CONTENT_LENGTH).map(|v| v.as_bytes()) == Some(b"1");
-                    let first = if one {
-                        self.first_byte(resp.into_body()).await
-                    } else {
-                        self.finish_body(resp.into_body()).await;
-                        None
-                    };
-                    return Ok((size, first));
+                    return Ok(Opened { resp, size });
                 }
                 Err(e) if e.retryable() && attempt < self.cfg.retries => {
                     attempt += 1;
@@ -171,12 +172,42 @@ impl Origin {
         len: u64,
         sink: &mut S,
     ) -> Result<(), OriginError> {
+        self.fetch_after(None, uri, auth, start, len, sink).await
+    }
+
+    /// Downloads the first `len` bytes of the blob `opened` answers for into `sink`, reading
+    /// that answer first and resuming with new requests if it breaks off.
+    pub async fn fetch_opened<S: Sink>(
+        &self,
+        opened: Opened,
+        uri: &Uri,
+        auth: Option<&HeaderValue>,
+        len: u64,
+        sink: &mut S,
+    ) -> Result<(), OriginError> {
+        self.fetch_after(Some(opened.resp), uri, auth, 0, len, sink)
+            .await
+    }
+
+    async fn fetch_after<S: Sink>(
+        &self,
+        mut opened: Option<http::Response<hyper::body::Incoming>>,
+        uri: &Uri,
+        auth: Option<&HeaderValue>,
+        start: u64,
+        len: u64,
+        sink: &mut S,
+    ) -> Result<(), OriginError> {
         let mut done = 0u64;
         let mut attempt = 0;
         while done < len {
             let from = start + done;
             let want = len - done;
-            let result = match self.send(uri, auth, from, Some(start + len - 1)).await {
+            let answer = match opened.take() {
+                Some(resp) => Ok(resp),
+                None => self.send(uri, auth, from, Some(start + len - 1)).await,
+            };
+            let result = match answer {
                 Ok(resp) => self.copy_body(resp, from, want, &mut done, sink).await,
                 Err(e) => Err(e),
             };
@@ -257,26 +288,10 @@ impl Origin {
         Ok(())
     }
 
-    /// The one byte of a one-byte body, if it arrives whole within the read timeout.
-    async fn first_byte(&self, mut body: hyper::body::Incoming) -> Option<u8> {
-        use hyper::body::Body as _;
-        let mut first = None;
-        let mut seen = 0usize;
-        while !body.is_end_stream() {
-            match tokio::time::timeout(self.cfg.read_timeout, body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        if first.is_none() {
-                            first = data.first().copied();
-                        }
-                        seen += data.len();
-                    }
-                }
-                Ok(None) => break,
-                _ => return None,
-            }
-        }
-        first.filter(|_| seen == 1)
+    /// Lets go of an open answer whose body nobody wants, keeping its connection if the
+    /// rest is small.
+    pub async fn discard(&self, opened: Opened) {
+        self.finish_body(opened.resp.into_body()).await;
     }
 
     /// Reads a body's last frames, so its connection goes back to the pool instead of being

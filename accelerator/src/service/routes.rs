@@ -134,7 +134,14 @@ async fn accelerate(
     };
     let auth = req.headers().get(AUTHORIZATION).cloned();
     let engine = &app.engine;
-    let blob = Arc::new(engine.open(target, auth).await?);
+    // Where the reader starts, when that is known before the size: a GET without Range
+    // starts at 0, a HEAD reads nothing.
+    let start = match (head, spec) {
+        (true, _) => None,
+        (false, None) => Some(0),
+        (false, Some(spec)) => spec.first(),
+    };
+    let blob = engine.open(target, auth, start).await?;
     let size = blob.layout.size;
     let (status, span) = match spec {
         Some(spec) => (

@@ -301,7 +301,7 @@ async fn origin_connections_are_kept_alive_and_reused() {
     .await;
     let acc = start(&config("readAhead: 0\n"));
     let url = acc.accelerator_url(&upstream.url("/layer.bin"));
-    // One piece at a time: the size probe, then one request per piece.
+    // One piece at a time, one request per piece: the first also brings the size.
     for piece in 0..pieces as u64 {
         let first = piece * PIECE;
         let r = http::get(&url, &[("range", &range(first, first + PIECE - 1))])
@@ -310,7 +310,7 @@ async fn origin_connections_are_kept_alive_and_reused() {
         assert_eq!(r.status, 206);
         assert!(r.body[..] == data[first as usize..(first + PIECE) as usize]);
     }
-    assert_eq!(upstream.requests(), pieces + 1);
+    assert_eq!(upstream.requests(), pieces);
     // A connection goes back to the pool from a task of its own, so a request that follows
     // at once may find it not yet returned and open a second one; without reuse there would
     // be one connection per request.
@@ -318,7 +318,7 @@ async fn origin_connections_are_kept_alive_and_reused() {
         upstream.connections() <= 3,
         "origin connections were not reused: {} for {} requests",
         upstream.connections(),
-        pieces + 1
+        pieces
     );
 }
 
@@ -433,7 +433,7 @@ async fn a_first_piece_that_cannot_be_had_gets_a_status_not_a_broken_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_cold_readers_share_one_size_probe_and_one_piece_download() {
+async fn concurrent_cold_readers_share_one_request_for_the_size_and_the_piece() {
     let data = Arc::new(super::blob_bytes(3 * PIECE as usize, 17));
     let upstream = HandUpstream::start(Behaviour::Blob {
         data: data.clone(),
@@ -462,8 +462,8 @@ async fn concurrent_cold_readers_share_one_size_probe_and_one_piece_download() {
     }
     assert_eq!(
         upstream.requests(),
-        2,
-        "one size probe and one piece download"
+        1,
+        "the size probe is the piece's download"
     );
 }
 
@@ -498,8 +498,8 @@ async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives() {
     );
     assert_eq!(
         upstream.requests(),
-        2,
-        "one size probe and one piece download"
+        1,
+        "one request for the size and the piece"
     );
 
     // A read reaching past what has arrived gets all of its bytes once they have.
@@ -527,43 +527,76 @@ async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives() {
         .unwrap();
     assert_eq!(again.status, 206);
     assert!(again.body[..] == data[..piece as usize]);
-    assert_eq!(upstream.requests(), 2);
+    assert_eq!(upstream.requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_size_probe_is_answered_with_the_origins_byte_while_its_piece_downloads() {
-    let data = Arc::new(super::blob_bytes(3 * PIECE as usize, 29));
+async fn a_size_probe_is_the_first_pieces_download_and_is_answered_as_it_arrives() {
+    let piece = MIB;
+    let data = Arc::new(super::blob_bytes(3 * piece as usize, 29));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    // One-byte answers pass; the piece download stalls right after its headers.
     let upstream = HandUpstream::start(Behaviour::Hold {
         data: data.clone(),
-        first: 0,
+        first: 100 * KIB as usize,
         gate: gate.clone(),
     })
     .await;
-    let acc = start(&config("readAhead: 0\n"));
+    let acc = start(&format!(
+        "cache:\n  capacity: {}\n  pieceSize: {piece}\nExporterConfig:\n  enable: true\n  \
+         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n",
+        256 * MIB
+    ));
     let url = acc.accelerator_url(&upstream.url("/layer.bin"));
 
+    // overlaybd's size probe: one origin request, for the size and the first piece at once,
+    // answered while the piece is still held back upstream.
     let probe = http::get(&url, &[("range", "bytes=0-0")]).await.unwrap();
     assert_eq!(probe.status, 206);
-    assert_eq!(
-        probe.header("content-range"),
-        Some(format!("bytes 0-0/{}", data.len()).as_str())
-    );
+    let total = format!("bytes 0-0/{}", data.len());
+    assert_eq!(probe.header("content-range"), Some(total.as_str()));
     assert_eq!(probe.body[..], data[..1]);
-    // Piece 0 started downloading for the reads that follow a probe, and is still held.
-    let started = eventually(Duration::from_secs(10), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(1.0)
-    })
-    .await;
-    assert!(started, "piece 0 was not fetched after the probe");
-    assert_eq!(upstream.requests(), 2, "the size probe and piece 0");
+    assert_eq!(
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        upstream.requests(),
+        1,
+        "one request for the size and piece 0"
+    );
 
-    gate.add_permits(1);
+    // The read that follows a probe is served from the same download.
     let read = http::get(&url, &[("range", &range(0, 65_535))])
         .await
         .unwrap();
     assert_eq!(read.status, 206);
     assert!(read.body[..] == data[..65_536]);
-    assert_eq!(upstream.requests(), 2);
+    gate.add_permits(1);
+    let settled = eventually(Duration::from_secs(10), || async {
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
+    })
+    .await;
+    assert!(settled, "the piece download never ended");
+    let whole = http::get(&url, &[("range", &range(0, piece - 1))])
+        .await
+        .unwrap();
+    assert!(whole.body[..] == data[..piece as usize]);
+    assert_eq!(upstream.requests(), 1);
+
+    // A HEAD asks for the size alone.
+    let other = HandUpstream::start(Behaviour::Blob {
+        data: data.clone(),
+        truncate: false,
+    })
+    .await;
+    let head = http::head(&acc.accelerator_url(&other.url("/other.bin")), &[])
+        .await
+        .unwrap();
+    assert_eq!(head.status, 200);
+    let size = data.len().to_string();
+    assert_eq!(head.header("content-length"), Some(size.as_str()));
+    assert_eq!(
+        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await,
+        Some(0.0)
+    );
 }
