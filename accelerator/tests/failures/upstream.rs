@@ -43,6 +43,8 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     connections: AtomicUsize,
     requests: AtomicUsize,
+    /// The Range header of each request, in order.
+    ranges: Mutex<Vec<Option<String>>>,
 }
 
 /// A running hand-written upstream; its tasks end when it is dropped.
@@ -60,6 +62,7 @@ impl HandUpstream {
             behaviour: Mutex::new(behaviour),
             connections: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            ranges: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         HandUpstream {
@@ -89,6 +92,11 @@ impl HandUpstream {
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    /// The Range header of each request so far (`None` without one), in arrival order.
+    pub fn ranges(&self) -> Vec<Option<String>> {
+        self.shared.ranges.lock().unwrap().clone()
+    }
 }
 
 impl Drop for HandUpstream {
@@ -117,6 +125,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         let Some(head) = read_head(&mut stream, &mut buf).await else {
             return;
         };
+        shared.ranges.lock().unwrap().push(range_header(&head));
         shared.requests.fetch_add(1, Ordering::SeqCst);
         let behaviour = shared.behaviour.lock().unwrap().clone();
         let keep = match behaviour {
@@ -170,14 +179,19 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> 
     }
 }
 
-/// The `(first, last)` byte positions a `Range: bytes=a-b` or `bytes=a-` header asks for.
-fn requested(head: &str, size: u64) -> Option<(u64, u64)> {
-    let value = head.lines().find_map(|line| {
+/// The value of the request's Range header.
+fn range_header(head: &str) -> Option<String> {
+    head.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.trim()
             .eq_ignore_ascii_case("range")
             .then(|| value.trim().to_owned())
-    })?;
+    })
+}
+
+/// The `(first, last)` byte positions a `Range: bytes=a-b` or `bytes=a-` header asks for.
+fn requested(head: &str, size: u64) -> Option<(u64, u64)> {
+    let value = range_header(head)?;
     let (a, b) = value.strip_prefix("bytes=")?.split_once('-')?;
     let first: u64 = a.parse().ok()?;
     let last = match b {
