@@ -149,8 +149,14 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
     }
     stop.await;
     tracing::info!("shutting down");
+    let deadline = tokio::time::Instant::now() + grace;
     let _ = tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Piece downloads a reader was served from as they came are committed, within the
+    // same grace period, so those bytes are not fetched again after a restart.
+    if !app.engine.downloads_settled(deadline).await {
+        tracing::warn!("grace period over: piece downloads abandoned");
+    }
     cache.flush().await;
     telemetry.shutdown().await;
     tracing::info!("stopped");

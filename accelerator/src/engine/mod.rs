@@ -481,6 +481,21 @@ impl Engine {
         rx
     }
 
+    /// Waits until no piece download is running, or until `deadline`; whether they all
+    /// ended.
+    pub async fn downloads_settled(&self, deadline: tokio::time::Instant) -> bool {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+        loop {
+            if lock(&self.flights).is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Reads `len` bytes at `offset` of a cached piece, or of one being written, recording
     /// disk metrics.
     async fn read_piece(

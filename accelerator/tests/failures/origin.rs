@@ -601,3 +601,57 @@ async fn a_size_probe_is_the_first_pieces_download_and_is_answered_as_it_arrives
     assert_eq!(head.header("content-length"), Some(size.as_str()));
     assert_eq!(other.ranges(), vec![Some("bytes=0-0".to_owned())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_piece_already_being_read_finish_into_the_cache() {
+    let piece = MIB;
+    let data = Arc::new(super::blob_bytes(3 * piece as usize, 31));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream = HandUpstream::start(Behaviour::Hold {
+        data: data.clone(),
+        first: 100 * KIB as usize,
+        gate: gate.clone(),
+    })
+    .await;
+    let acc = start(&format!(
+        "cache:\n  capacity: {}\n  pieceSize: {piece}\nExporterConfig:\n  enable: true\n  \
+         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n\
+         service:\n  graceMs: 30000\n",
+        256 * MIB
+    ));
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    let r = http::get(&url, &[("range", &range(0, 999))]).await.unwrap();
+    assert!(r.body[..] == data[..1000]);
+
+    // Stopped while the rest of the piece is held upstream; then the rest arrives.
+    let pid = acc.pid().unwrap() as libc::pid_t;
+    // SAFETY: kill(2) on the daemon this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let port = acc.port();
+    let closed = eventually(Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(closed, "still accepting after SIGTERM");
+    gate.add_permits(1);
+    let (mut acc, status) = tokio::task::spawn_blocking(move || {
+        let mut acc = acc;
+        let status = acc.terminate().unwrap();
+        (acc, status)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    // The piece was committed before the daemon exited: after a restart it is served
+    // without asking the origin.
+    tokio::task::block_in_place(|| acc.restart().unwrap());
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    let whole = http::get(&url, &[("range", &range(0, piece - 1))])
+        .await
+        .unwrap();
+    assert!(whole.body[..] == data[..piece as usize]);
+    assert_eq!(upstream.requests(), 1, "the piece was fetched again");
+}
