@@ -469,6 +469,15 @@ async fn concurrent_cold_readers_share_one_request_for_the_size_and_the_piece() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives() {
+    part_of_a_piece_before_the_rest(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives_with_io_uring() {
+    part_of_a_piece_before_the_rest(1).await;
+}
+
+async fn part_of_a_piece_before_the_rest(aio: u8) {
     let piece = MIB;
     let data = Arc::new(super::blob_bytes(2 * piece as usize, 23));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -479,8 +488,9 @@ async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives() {
     })
     .await;
     let acc = start(&format!(
-        "cache:\n  capacity: {}\n  pieceSize: {piece}\nExporterConfig:\n  enable: true\n  \
-         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\ncoldRandomReadKiB: 0\n",
+        "cache:\n  capacity: {}\n  pieceSize: {piece}\n  aioEnable: {aio}\nExporterConfig:\n  \
+         enable: true\n  standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n\
+         coldRandomReadKiB: 0\n",
         256 * MIB
     ));
     let url = acc.accelerator_url(&upstream.url("/layer.bin"));
