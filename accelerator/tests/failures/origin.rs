@@ -467,6 +467,51 @@ async fn concurrent_cold_readers_share_one_request_for_the_size_and_the_piece() 
     );
 }
 
+/// A daemon with 1 MiB pieces and no read-ahead in front of an upstream that holds each
+/// answer after its first bytes until `gate` gives a permit: the pieces are large enough
+/// that the daemon writes each in several steps, so a reader can be seen taking the start
+/// of a piece whose rest has not arrived.
+struct Holding {
+    piece: u64,
+    data: Arc<Vec<u8>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    upstream: HandUpstream,
+    acc: dadi_p2p_integration::Accelerator,
+    /// The blob through the daemon.
+    url: String,
+}
+
+impl Holding {
+    /// A blob of `pieces` pieces (bytes from `seed`), answers held after `first` bytes;
+    /// `cache_extra` goes under `cache:`, `extra` at the top of the config.
+    async fn start(pieces: u64, seed: u64, first: u64, cache_extra: &str, extra: &str) -> Holding {
+        let piece = MIB;
+        let data = Arc::new(super::blob_bytes((pieces * piece) as usize, seed));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let upstream = HandUpstream::start(Behaviour::Hold {
+            data: data.clone(),
+            first: first as usize,
+            gate: gate.clone(),
+        })
+        .await;
+        let acc = start(&format!(
+            "cache:\n  capacity: {}\n  pieceSize: {piece}\n{cache_extra}ExporterConfig:\n  \
+             enable: true\n  standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n\
+             {extra}",
+            256 * MIB
+        ));
+        let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+        Holding {
+            piece,
+            data,
+            gate,
+            upstream,
+            acc,
+            url,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives() {
     part_of_a_piece_before_the_rest(0).await;
@@ -478,22 +523,21 @@ async fn a_reader_gets_its_part_of_a_piece_before_the_rest_of_it_arrives_with_io
 }
 
 async fn part_of_a_piece_before_the_rest(aio: u8) {
-    let piece = MIB;
-    let data = Arc::new(super::blob_bytes(2 * piece as usize, 23));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let upstream = HandUpstream::start(Behaviour::Hold {
-        data: data.clone(),
-        first: 300 * KIB as usize,
-        gate: gate.clone(),
-    })
+    let Holding {
+        piece,
+        data,
+        gate,
+        upstream,
+        acc,
+        url,
+    } = Holding::start(
+        2,
+        23,
+        300 * KIB,
+        &format!("  aioEnable: {aio}\n"),
+        "coldRandomReadKiB: 0\n",
+    )
     .await;
-    let acc = start(&format!(
-        "cache:\n  capacity: {}\n  pieceSize: {piece}\n  aioEnable: {aio}\nExporterConfig:\n  \
-         enable: true\n  standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n\
-         coldRandomReadKiB: 0\n",
-        256 * MIB
-    ));
-    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
 
     // The piece's first 300 KiB have arrived and the rest is held back: a read within them
     // is answered while the download is still running.
@@ -542,21 +586,14 @@ async fn part_of_a_piece_before_the_rest(aio: u8) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_size_probe_is_the_first_pieces_download_and_is_answered_as_it_arrives() {
-    let piece = MIB;
-    let data = Arc::new(super::blob_bytes(3 * piece as usize, 29));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let upstream = HandUpstream::start(Behaviour::Hold {
-        data: data.clone(),
-        first: 100 * KIB as usize,
-        gate: gate.clone(),
-    })
-    .await;
-    let acc = start(&format!(
-        "cache:\n  capacity: {}\n  pieceSize: {piece}\nExporterConfig:\n  enable: true\n  \
-         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n",
-        256 * MIB
-    ));
-    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    let Holding {
+        piece,
+        data,
+        gate,
+        upstream,
+        acc,
+        url,
+    } = Holding::start(3, 29, 100 * KIB, "", "").await;
 
     // overlaybd's size probe: one origin request, for the size and the first piece at once,
     // answered while the piece is still held back upstream.
@@ -614,22 +651,14 @@ async fn a_size_probe_is_the_first_pieces_download_and_is_answered_as_it_arrives
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_piece_already_being_read_finish_into_the_cache() {
-    let piece = MIB;
-    let data = Arc::new(super::blob_bytes(3 * piece as usize, 31));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let upstream = HandUpstream::start(Behaviour::Hold {
-        data: data.clone(),
-        first: 100 * KIB as usize,
-        gate: gate.clone(),
-    })
-    .await;
-    let acc = start(&format!(
-        "cache:\n  capacity: {}\n  pieceSize: {piece}\nExporterConfig:\n  enable: true\n  \
-         standaloneExporterPort: false\nthrottleLimitMB: 0\nreadAhead: 0\n\
-         service:\n  graceMs: 30000\n",
-        256 * MIB
-    ));
-    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    let Holding {
+        piece,
+        data,
+        gate,
+        upstream,
+        acc,
+        url,
+    } = Holding::start(3, 31, 100 * KIB, "", "service:\n  graceMs: 30000\n").await;
     let r = http::get(&url, &[("range", &range(0, 999))]).await.unwrap();
     assert!(r.body[..] == data[..1000]);
 
