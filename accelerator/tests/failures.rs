@@ -1,13 +1,16 @@
 //! What the daemon does when things go wrong, end to end with real processes: redirects that
 //! must not leak credentials, registry auth passed through, an origin that is down, silent,
-//! failing or cut off, requests that must be refused before anything is fetched, shutdown in
-//! the middle of a response, bad start-up configuration, and TLS on the service port.
+//! failing, cut off or holding a piece back part-way, requests that must be refused before
+//! anything is fetched, shutdown in the middle of a response, bad start-up configuration,
+//! and TLS on the service port.
 //!
 //! Every test runs against loopback only; the link-local addresses named in the safety test
 //! are refused by the daemon before it connects anywhere. Waits are bounded: requests carry
 //! the harness's timeouts and polling loops give up after a fixed time.
 
 mod common;
+#[path = "failures/growing.rs"]
+mod growing;
 #[path = "failures/lifecycle.rs"]
 mod lifecycle;
 #[path = "failures/origin.rs"]

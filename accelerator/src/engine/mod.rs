@@ -27,6 +27,7 @@
 mod blob_slots;
 mod error;
 mod fetch;
+mod probe;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
@@ -146,150 +147,6 @@ impl Engine {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
-    }
-
-    /// Resolves a target to a blob of known size: from the cache's record, else from the
-    /// origin. When the reader starts at byte `start` of the first piece, the request that
-    /// finds the size is also that piece's download, so a cold read costs one round trip
-    /// to the origin instead of two.
-    pub async fn open(
-        self: &Arc<Self>,
-        target: Target,
-        auth: Option<HeaderValue>,
-        start: Option<u64>,
-    ) -> Result<Arc<Blob>, EngineError> {
-        let id = BlobId::new(&target.key.name()).map_err(|e| EngineError::Cache(e.to_string()))?;
-        let shown = target.redacted();
-        let probed = match self.cache.blob_size(&id) {
-            Some(size) => Probed::Known(size),
-            None => {
-                let first_piece = plan::probe_takes_first_piece(start, self.cfg.piece_size);
-                self.probe_size(&id, &target.uri, auth.as_ref(), &shown, first_piece)
-                    .await?
-            }
-        };
-        let size = match &probed {
-            Probed::Known(size) => *size,
-            Probed::Led { opened, .. } => opened.size,
-        };
-        let blob = Arc::new(Blob {
-            target,
-            id,
-            auth,
-            layout: Layout {
-                size,
-                piece_size: self.cfg.piece_size,
-            },
-            shown,
-        });
-        if let Probed::Led { opened, tx, _entry } = probed {
-            if size > 0 {
-                let first = PieceId::new(blob.id.clone(), 0);
-                let _ = self.start_flight(&blob, first, Start::Opened(opened));
-            }
-            // Readers waiting for the size now find the first piece downloading.
-            let _ = tx.send(Some(size));
-        }
-        Ok(blob)
-    }
-
-    /// Asks the origin for a blob's size, once for all the readers that want it at the same
-    /// time. Only a success is shared: a reader whose turn failed (a 401 for its credentials,
-    /// say) does not make the others fail, they ask with their own. With `first_piece`, the
-    /// reader that asks gets the open answer, whose body is the blob's first piece, and
-    /// tells the others once that piece is downloading.
-    async fn probe_size(
-        &self,
-        id: &BlobId,
-        uri: &http::Uri,
-        auth: Option<&HeaderValue>,
-        shown: &str,
-        first_piece: bool,
-    ) -> Result<Probed<'_>, EngineError> {
-        let leader = {
-            let mut probes = lock(&self.probes);
-            match probes.get(id) {
-                Some(rx) => Err(rx.clone()),
-                None => {
-                    // A probe that ended between the caller's cache lookup and this lock has
-                    // recorded the size before leaving the table.
-                    if let Some(size) = self.cache.blob_size(id) {
-                        return Ok(Probed::Known(size));
-                    }
-                    let (tx, rx) = watch::channel(None);
-                    probes.insert(id.clone(), rx);
-                    Ok((
-                        tx,
-                        ProbeEntry {
-                            probes: &self.probes,
-                            id: id.clone(),
-                        },
-                    ))
-                }
-            }
-        };
-        let (tx, entry) = match leader {
-            Ok(leading) => leading,
-            Err(mut rx) => {
-                if let Ok(done) = rx.wait_for(|r| r.is_some()).await {
-                    if let Some(size) = *done {
-                        return Ok(Probed::Known(size));
-                    }
-                }
-                // That probe failed or was abandoned: this reader asks with its own
-                // credentials, without taking the lead.
-                let size = self.size_only(id, uri, auth, shown).await?;
-                return Ok(Probed::Known(size));
-            }
-        };
-        if !first_piece {
-            let size = self.size_only(id, uri, auth, shown).await?;
-            let _ = tx.send(Some(size));
-            return Ok(Probed::Known(size));
-        }
-        let opened = self
-            .ask_size(id, uri, auth, shown, self.cfg.piece_size)
-            .await?;
-        Ok(Probed::Led {
-            opened,
-            tx,
-            _entry: entry,
-        })
-    }
-
-    /// A blob's size from a `bytes=0-0` request, recorded in the cache.
-    async fn size_only(
-        &self,
-        id: &BlobId,
-        uri: &http::Uri,
-        auth: Option<&HeaderValue>,
-        shown: &str,
-    ) -> Result<u64, EngineError> {
-        let opened = self.ask_size(id, uri, auth, shown, 1).await?;
-        let size = opened.size;
-        self.origin.discard(opened).await;
-        Ok(size)
-    }
-
-    /// One request for the first `len` bytes of a blob, its size recorded in the cache.
-    async fn ask_size(
-        &self,
-        id: &BlobId,
-        uri: &http::Uri,
-        auth: Option<&HeaderValue>,
-        shown: &str,
-        len: u64,
-    ) -> Result<Opened, EngineError> {
-        let started = Instant::now();
-        let result = self.origin.open_first(uri, auth, len).await;
-        let size = result.as_ref().map(|o| o.size as i64).unwrap_or(-1);
-        self.telemetry
-            .audit(AuditOp::RpcStat, shown, 0, size, started.elapsed());
-        let opened = result?;
-        if let Err(e) = self.cache.set_blob_size(id, opened.size) {
-            tracing::warn!(blob = %id.as_str(), error = %e, "cannot record blob size");
-        }
-        Ok(opened)
     }
 
     /// Streams `span` of `blob`, starting read-ahead when the reader is sequential.
@@ -539,34 +396,10 @@ impl Engine {
     }
 }
 
-/// What a size probe found: a size, or (for the reader that asked the origin) the open
-/// answer and the means to tell the readers waiting for it.
-enum Probed<'a> {
-    Known(u64),
-    Led {
-        opened: Opened,
-        tx: watch::Sender<Option<u64>>,
-        _entry: ProbeEntry<'a>,
-    },
-}
-
 /// How a piece download begins: a request to a remote, or an origin answer already open.
 pub(super) enum Start {
     Remote(Remote),
     Opened(Opened),
-}
-
-/// A size probe's place in the table, removed however the probe ends (the reader may go
-/// away mid-way), so later readers never wait on a probe nobody runs.
-struct ProbeEntry<'a> {
-    probes: &'a Mutex<HashMap<BlobId, watch::Receiver<Option<u64>>>>,
-    id: BlobId,
-}
-
-impl Drop for ProbeEntry<'_> {
-    fn drop(&mut self) {
-        lock(self.probes).remove(&self.id);
-    }
 }
 
 fn abandoned() -> EngineError {
