@@ -223,8 +223,9 @@ pub struct Config {
     /// Pieces fetched ahead of a sequential reader; 0 turns read-ahead off.
     #[serde(rename = "readAhead")]
     pub read_ahead: u32,
-    /// Cold random reads up to this many KiB are fetched straight from the origin while
-    /// their piece downloads; 0 makes them wait for the piece.
+    /// Cold random reads up to this many KiB, ending past as many KiB into their piece,
+    /// are fetched straight from the origin while their piece downloads; 0 makes them wait
+    /// for the piece.
     #[serde(rename = "coldRandomReadKiB")]
     pub cold_random_read_kib: u64,
 }
