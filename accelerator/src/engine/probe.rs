@@ -57,7 +57,10 @@ impl Engine {
                 let first = PieceId::new(blob.id.clone(), 0);
                 let _ = self.start_flight(&blob, first, Start::Opened(opened));
             }
-            // Readers waiting for the size now find the first piece downloading.
+            // Only now is the size told, to the readers waiting for it and through the cache
+            // to those yet to come: all of them find the first piece already downloading
+            // instead of asking for it again.
+            self.record_size(&blob.id, size);
             let _ = tx.send(Some(size));
         }
         Ok(blob)
@@ -117,9 +120,7 @@ impl Engine {
             let _ = tx.send(Some(size));
             return Ok(Probed::Known(size));
         }
-        let opened = self
-            .ask_size(id, uri, auth, shown, self.cfg.piece_size)
-            .await?;
+        let opened = self.ask_size(uri, auth, shown, self.cfg.piece_size).await?;
         Ok(Probed::Led {
             opened,
             tx,
@@ -135,16 +136,22 @@ impl Engine {
         auth: Option<&HeaderValue>,
         shown: &str,
     ) -> Result<u64, EngineError> {
-        let opened = self.ask_size(id, uri, auth, shown, 1).await?;
+        let opened = self.ask_size(uri, auth, shown, 1).await?;
         let size = opened.size;
         self.origin.discard(opened).await;
+        self.record_size(id, size);
         Ok(size)
     }
 
-    /// One request for the first `len` bytes of a blob, its size recorded in the cache.
+    fn record_size(&self, id: &BlobId, size: u64) {
+        if let Err(e) = self.cache.set_blob_size(id, size) {
+            tracing::warn!(blob = %id.as_str(), error = %e, "cannot record blob size");
+        }
+    }
+
+    /// One request for the first `len` bytes of a blob; the caller records the size.
     async fn ask_size(
         &self,
-        id: &BlobId,
         uri: &http::Uri,
         auth: Option<&HeaderValue>,
         shown: &str,
@@ -155,11 +162,7 @@ impl Engine {
         let size = result.as_ref().map(|o| o.size as i64).unwrap_or(-1);
         self.telemetry
             .audit(AuditOp::RpcStat, shown, 0, size, started.elapsed());
-        let opened = result?;
-        if let Err(e) = self.cache.set_blob_size(id, opened.size) {
-            tracing::warn!(blob = %id.as_str(), error = %e, "cannot record blob size");
-        }
-        Ok(opened)
+        Ok(result?)
     }
 }
 
