@@ -31,10 +31,7 @@ async fn survives_kill9(aio: u8) {
     let url = acc.accelerator_url(&world.blob_url(&digest));
     assert!(http::get(&url, &[]).await.unwrap().body[..] == bytes[..]);
     // The last bytes can reach the reader just before their piece is renamed into place.
-    let committed = eventually(Duration::from_secs(10), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let committed = downloads_settled(&acc, Duration::from_secs(10)).await;
     assert!(committed, "downloads still running");
     let stored = pieces(acc.cache_dir()).len() as u64;
     assert_eq!(stored, (bytes.len() as u64).div_ceil(PIECE));
@@ -222,10 +219,7 @@ async fn a_full_cache_of_pinned_pieces_still_serves_readers() {
             .unwrap();
         assert_eq!(r.status, 206);
     }
-    let cached = eventually(Duration::from_secs(20), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let cached = downloads_settled(&acc, Duration::from_secs(20)).await;
     assert!(cached, "the first four pieces never finished downloading");
     let mut stalled = Vec::new();
     for i in 0..4u64 {

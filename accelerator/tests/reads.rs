@@ -243,10 +243,7 @@ async fn with_the_bypass_off_a_cold_small_read_waits_for_its_piece() {
     let r = http::get(&url, &[("range", &range(a, b))]).await.unwrap();
     assert!(r.body[..] == bytes[a as usize..=b as usize]);
     // Piece 0, fetched after the probe, and piece 5; nothing for the read itself.
-    let settled = eventually(std::time::Duration::from_secs(10), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let settled = downloads_settled(&acc, std::time::Duration::from_secs(10)).await;
     assert!(settled, "downloads still running");
     let downloaded = metric(&acc, "DADIP2P_Count", &[("type", "download")]).await;
     assert_eq!(downloaded, Some((2 * PIECE) as f64));

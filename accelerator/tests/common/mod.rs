@@ -113,6 +113,15 @@ pub async fn metric(acc: &Accelerator, name: &str, labels: &[(&str, &str)]) -> O
         })
 }
 
+/// Whether the daemon's piece downloads have all ended within `timeout`: then every piece
+/// it fetched is committed and its audit lines written.
+pub async fn downloads_settled(acc: &Accelerator, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        metric(acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
+    })
+    .await
+}
+
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

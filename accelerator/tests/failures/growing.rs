@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dadi_p2p_integration::http::{self, range};
 
-use super::common::{eventually, metric, KIB, MIB};
+use super::common::{downloads_settled, eventually, metric, KIB, MIB};
 use super::start;
 use super::upstream::{Behaviour, HandUpstream};
 
@@ -116,10 +116,7 @@ async fn part_of_a_piece_before_the_rest(aio: u8) {
     assert!(late.body[..] == data[200_000..=700_000]);
 
     // The piece was cached once it was complete; reading it again asks nobody.
-    let settled = eventually(Duration::from_secs(10), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let settled = downloads_settled(&acc, Duration::from_secs(10)).await;
     assert!(settled, "the piece download never ended");
     let again = http::get(&url, &[("range", &range(0, piece - 1))])
         .await
@@ -168,10 +165,7 @@ async fn a_size_probe_is_the_first_pieces_download_and_is_answered_as_it_arrives
     assert_eq!(read.status, 206);
     assert!(read.body[..] == data[..65_536]);
     gate.add_permits(1);
-    let settled = eventually(Duration::from_secs(10), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let settled = downloads_settled(&acc, Duration::from_secs(10)).await;
     assert!(settled, "the piece download never ended");
     let whole = http::get(&url, &[("range", &range(0, piece - 1))])
         .await

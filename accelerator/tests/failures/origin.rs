@@ -7,7 +7,7 @@ use std::time::Duration;
 use dadi_p2p_integration::http::{self, range};
 use dadi_p2p_integration::{free_port, Credentials, Nginx};
 
-use super::common::{config, eventually, metric, KIB, PIECE};
+use super::common::{config, downloads_settled, eventually, metric, KIB, PIECE};
 use super::upstream::{Behaviour, HandUpstream};
 use super::{cached_pieces, one_line_reason, registry_with_blob, sha256_hex, start};
 
@@ -226,10 +226,7 @@ async fn a_download_cut_short_caches_nothing() {
     assert_eq!(ranged.status, 502);
 
     // Every download started, read-ahead included, has given up...
-    let settled = eventually(Duration::from_secs(30), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let settled = downloads_settled(&acc, Duration::from_secs(30)).await;
     assert!(settled, "downloads still running");
     // ...and left nothing behind, neither a piece nor a temp file.
     assert_eq!(
@@ -353,10 +350,7 @@ async fn a_registry_killed_mid_read_is_retried_and_leaves_only_whole_pieces() {
         .await
         .unwrap();
     assert!(retried >= retries as f64, "{retried} retries");
-    let settled = eventually(Duration::from_secs(30), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let settled = downloads_settled(&acc, Duration::from_secs(30)).await;
     assert!(settled, "downloads still running");
 
     // What is cached is whole pieces only, and served without the origin.
@@ -411,10 +405,7 @@ async fn a_first_piece_that_cannot_be_had_gets_a_status_not_a_broken_answer() {
     one_line_reason(&slow);
     // The piece download started beside that small read ends on its own timeout; a read
     // made before then would join it and get its 504 too.
-    let settled = eventually(Duration::from_secs(10), || async {
-        metric(&acc, "dadi_p2p_inflight_downloads", &[]).await == Some(0.0)
-    })
-    .await;
+    let settled = downloads_settled(&acc, Duration::from_secs(10)).await;
     assert!(settled, "the piece download never ended");
 
     upstream.set(Behaviour::Status(404));
