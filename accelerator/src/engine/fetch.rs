@@ -5,7 +5,6 @@
 //! that skips it is a blob's first piece when the origin's answer to the size request is
 //! already bringing it: that answer is read into the piece rather than asked for again.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -113,15 +112,17 @@ impl Engine {
         committed?;
         // The bytes went to disk while they arrived; the commit is the part a write waits on.
         self.telemetry.record(Kind::Disk, len, write_elapsed);
-        if !flight.borrow().read_while_growing.load(Ordering::Relaxed) {
-            let mut fresh = lock(&self.fresh);
-            if fresh.len() >= FRESH_MEMORY {
-                fresh.clear();
-            }
-            fresh.insert(id.clone());
-        }
         self.after_commit(blob);
         Ok(())
+    }
+
+    /// Remembers a downloaded piece until its first read, which counts as origin bytes.
+    pub(super) fn mark_fresh(&self, id: &PieceId) {
+        let mut fresh = lock(&self.fresh);
+        if fresh.len() >= FRESH_MEMORY {
+            fresh.clear();
+        }
+        fresh.insert(id.clone());
     }
 
     /// Verifies a digest-keyed blob once all its pieces are cached; a mismatch drops it.

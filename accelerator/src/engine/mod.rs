@@ -90,8 +90,8 @@ pub(super) struct Flight {
     growing: Option<Growing>,
     /// How the download ended.
     result: Option<Result<(), EngineError>>,
-    /// Set by a reader served from `growing`: the piece was read as it came, so its next
-    /// reader counts as a cache hit.
+    /// Set by a reader served from `growing`, while it holds the flight's lock: the piece
+    /// was read as it came, so its next reader counts as a cache hit.
     read_while_growing: Arc<AtomicBool>,
 }
 
@@ -233,8 +233,15 @@ impl Engine {
                 (Decision::Join, _) => Remote::Origin,
             };
             let mut rx = self.flight(blob, id.clone(), remote);
+            // A reader taking the piece as it grows says so while it looks, under the same
+            // lock the end of the download takes to decide whether the piece is fresh.
             let flight = match rx
-                .wait_for(|f| f.result.is_some() || f.growing.is_some())
+                .wait_for(|f| {
+                    if f.result.is_none() && f.growing.is_some() {
+                        f.read_while_growing.store(true, Ordering::Relaxed);
+                    }
+                    f.result.is_some() || f.growing.is_some()
+                })
                 .await
             {
                 Ok(f) => f.clone(),
@@ -244,7 +251,6 @@ impl Engine {
                 (Some(Err(EngineError::CacheFull)), _) => break,
                 (Some(Err(e)), _) => return Err(e),
                 (None, Some(growing)) => {
-                    flight.read_while_growing.store(true, Ordering::Relaxed);
                     return Ok((
                         Held::Growing {
                             growing,
@@ -330,6 +336,12 @@ impl Engine {
                 tracing::warn!(blob = %blob.shown, piece = id.index, error = %e, "piece download failed");
             }
             tx.send_modify(|f| {
+                // No reader can take the growing piece past this point, and one that did
+                // has said so: a piece nobody read yet counts as origin bytes for its first
+                // reader, which is marked before any reader can see the download ended.
+                if result.is_ok() && !f.read_while_growing.load(Ordering::Relaxed) {
+                    engine.mark_fresh(&id);
+                }
                 f.result = Some(result);
                 f.growing = None;
             });
