@@ -90,8 +90,8 @@ pub(super) struct Flight {
     growing: Option<Growing>,
     /// How the download ended.
     result: Option<Result<(), EngineError>>,
-    /// Set by a reader served from `growing`, while it holds the flight's lock: the piece
-    /// was read as it came, so its next reader counts as a cache hit.
+    /// Set by the first reader served from `growing`, while it holds the flight's lock:
+    /// that reader counts the piece as origin bytes, and every later one as a cache hit.
     read_while_growing: Arc<AtomicBool>,
 }
 
@@ -234,11 +234,13 @@ impl Engine {
             };
             let mut rx = self.flight(blob, id.clone(), remote);
             // A reader taking the piece as it grows says so while it looks, under the same
-            // lock the end of the download takes to decide whether the piece is fresh.
+            // lock the end of the download takes to decide whether the piece is fresh. The
+            // first such reader has the origin's bytes; later ones share what is on disk.
+            let mut first_reader = false;
             let flight = match rx
                 .wait_for(|f| {
                     if f.result.is_none() && f.growing.is_some() {
-                        f.read_while_growing.store(true, Ordering::Relaxed);
+                        first_reader = !f.read_while_growing.swap(true, Ordering::Relaxed);
                     }
                     f.result.is_some() || f.growing.is_some()
                 })
@@ -251,12 +253,17 @@ impl Engine {
                 (Some(Err(EngineError::CacheFull)), _) => break,
                 (Some(Err(e)), _) => return Err(e),
                 (None, Some(growing)) => {
+                    let source = if first_reader {
+                        Source::Origin
+                    } else {
+                        Source::Cache
+                    };
                     return Ok((
                         Held::Growing {
                             growing,
                             flight: rx,
                         },
-                        Source::Origin,
+                        source,
                     ));
                 }
                 _ => {}

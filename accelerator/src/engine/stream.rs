@@ -91,14 +91,15 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
             st.current = Some((index, piece, source));
         }
         let (piece_start, piece_len) = layout.piece(index);
-        if let Some((_, Held::Growing { growing, flight }, _)) = &mut st.current {
+        if let Some((_, Held::Growing { growing, flight }, source)) = &mut st.current {
             // This reader's whole part of the piece must have arrived before any of it is
             // sent, so a download that breaks off first is answered with its error.
             let wanted = (st.end - piece_start + 1).min(piece_len);
             if !growing.wait_past(wanted - 1).await {
                 let id = PieceId::new(st.blob.id.clone(), index);
+                let source = *source;
                 let committed = st.engine.finished(&id, flight).await?;
-                st.current = committed.map(|piece| (index, Held::Cached(piece), Source::Origin));
+                st.current = committed.map(|piece| (index, Held::Cached(piece), source));
                 continue;
             }
         }

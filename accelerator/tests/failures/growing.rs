@@ -124,6 +124,15 @@ async fn part_of_a_piece_before_the_rest(aio: u8) {
     assert_eq!(again.status, 206);
     assert!(again.body[..] == data[..piece as usize]);
     assert_eq!(upstream.requests(), 1);
+
+    // The piece came from the origin once: its first reader counts origin bytes, the reader
+    // that joined the same download and the one after it count cache hits.
+    let served = |source: &'static str| {
+        let acc = &acc;
+        async move { metric(acc, "dadi_p2p_served_bytes_total", &[("source", source)]).await }
+    };
+    assert_eq!(served("origin").await, Some(199_001.0));
+    assert_eq!(served("cache").await, Some((500_001 + piece) as f64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
