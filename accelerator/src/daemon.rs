@@ -77,6 +77,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
         } else {
             IoBackend::Pread
         },
+        piece_size: cfg.cache.piece_size,
     })
     .await
     .map_err(|source| StartError::Cache {

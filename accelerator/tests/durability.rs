@@ -65,6 +65,42 @@ async fn kill9_then_restart_serves_the_cache_without_origin_io_uring() {
     survives_kill9(1).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_another_piece_size_serves_the_right_bytes() {
+    let world = World::new();
+    let mut acc = world.start(&config(""));
+    let (digest, bytes) = world.layer(0);
+    let url = acc.accelerator_url(&world.blob_url(&digest));
+    assert!(http::get(&url, &[]).await.unwrap().body[..] == bytes[..]);
+    assert!(downloads_settled(&acc, Duration::from_secs(10)).await);
+
+    // Piece 1 of 64 KiB pieces is not piece 1 of 128 KiB pieces.
+    let file = acc.dir().join("config.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let doubled = format!("pieceSize: {}", 2 * PIECE);
+    std::fs::write(
+        &file,
+        yaml.replace(&format!("pieceSize: {PIECE}"), &doubled),
+    )
+    .unwrap();
+    acc.restart().unwrap();
+    let (s, e) = (2 * PIECE + 100, 3 * PIECE + 100);
+    let got = http::get(&url, &[("range", &range(s, e))]).await.unwrap();
+    assert_eq!(got.status, 206);
+    assert!(
+        got.body[..] == bytes[s as usize..=e as usize],
+        "bytes {s}-{e} differ"
+    );
+    let downloaded = metric(&acc, "DADIP2P_Count", &[("type", "download")])
+        .await
+        .unwrap();
+    assert_eq!(
+        downloaded,
+        (2 * PIECE) as f64,
+        "piece 1 fetched again at its new size"
+    );
+}
+
 fn flip_byte(path: &Path, from_end: u64) {
     let mut f = std::fs::OpenOptions::new()
         .read(true)

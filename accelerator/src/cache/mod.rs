@@ -102,6 +102,10 @@ pub struct CacheConfig {
     /// Bytes of piece files (headers included) kept at most.
     pub capacity: u64,
     pub io: IoBackend,
+    /// Bytes of blob a piece holds (the last piece of a blob may hold fewer). Piece `i` is
+    /// only the same bytes under the same piece size, so the cache records it and empties
+    /// itself when it is opened with another.
+    pub piece_size: u64,
 }
 
 /// A snapshot for metrics and status; counters are cumulative since open.
@@ -134,6 +138,7 @@ struct Layout {
     blobs: PathBuf,
     tmp: PathBuf,
     lru: PathBuf,
+    piece_size: PathBuf,
 }
 
 impl Layout {
@@ -143,6 +148,7 @@ impl Layout {
             blobs: root.join("blobs"),
             tmp: root.join("tmp"),
             lru: root.join("lru"),
+            piece_size: root.join("piece-size"),
         }
     }
 
@@ -297,10 +303,11 @@ impl Cache {
     pub async fn open(cfg: CacheConfig) -> Result<Arc<Cache>, CacheError> {
         let io = io::Io::new(cfg.io)?;
         let layout = Layout::new(&cfg.dir);
-        let (index, next_gen, layout) =
-            tokio::task::spawn_blocking(move || rebuild::rebuild(layout, cfg.capacity))
-                .await
-                .map_err(std::io::Error::other)??;
+        let (index, next_gen, layout) = tokio::task::spawn_blocking(move || {
+            rebuild::rebuild(layout, cfg.capacity, cfg.piece_size)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         Ok(Arc::new(Cache {
             inner: Arc::new(Inner {
                 layout,

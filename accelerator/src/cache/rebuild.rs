@@ -9,6 +9,10 @@
 //! of blobs that left the cache do not pile up over restarts. The order of eviction comes
 //! from the saved LRU file where it names a piece, then from file modification time (older
 //! is colder).
+//!
+//! The piece size the pieces were cut with is recorded beside them: opened with another
+//! (or with none recorded, as a cache written before the record existed), the cache empties
+//! itself, since piece `i` would otherwise be served as the bytes at another offset.
 
 use std::collections::HashMap;
 use std::fs;
@@ -35,7 +39,11 @@ struct Tally {
     temps: u64,
 }
 
-pub(super) fn rebuild(layout: Layout, capacity: u64) -> io::Result<(Index, u64, Layout)> {
+pub(super) fn rebuild(
+    layout: Layout,
+    capacity: u64,
+    piece_size: u64,
+) -> io::Result<(Index, u64, Layout)> {
     fs::create_dir_all(&layout.blobs)?;
     fs::create_dir_all(&layout.tmp)?;
     let mut tally = Tally::default();
@@ -43,6 +51,7 @@ pub(super) fn rebuild(layout: Layout, capacity: u64) -> io::Result<(Index, u64, 
         remove_any(&e?.path());
         tally.temps += 1;
     }
+    keep_piece_size(&layout, piece_size)?;
     let mut index = Index::new(capacity);
     let mut found: HashMap<(BlobId, u64), Found> = HashMap::new();
     let mut max_gen = 0u64;
@@ -153,6 +162,35 @@ fn check_piece(blob: &BlobId, name: &str, path: &Path) -> Option<Found> {
         len: h.len,
         mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
     })
+}
+
+/// Empties the cache unless its pieces were cut with `piece_size`, then records it. The
+/// pieces go before the record changes, so a crash in between empties the cache again at
+/// the next open rather than keeping pieces under the wrong size.
+fn keep_piece_size(layout: &Layout, piece_size: u64) -> io::Result<()> {
+    let recorded = fs::read_to_string(&layout.piece_size)
+        .ok()
+        .and_then(|t| format::decode_size(&t));
+    if recorded == Some(piece_size) {
+        return Ok(());
+    }
+    let mut removed = 0u64;
+    for e in fs::read_dir(&layout.blobs)? {
+        remove_any(&e?.path());
+        removed += 1;
+    }
+    remove_any(&layout.lru);
+    if removed > 0 {
+        tracing::warn!(
+            recorded = ?recorded,
+            piece_size,
+            blobs = removed,
+            "cache pieces were cut with another piece size: emptied"
+        );
+    }
+    let tmp = layout.tmp.join("piece-size.tmp");
+    fs::write(&tmp, format::encode_size(piece_size))?;
+    fs::rename(&tmp, &layout.piece_size)
 }
 
 fn remove_any(path: &Path) {

@@ -34,10 +34,21 @@ fn pattern(b: &str, index: u64, len: u64) -> Vec<u8> {
 }
 
 async fn open(dir: &tempfile::TempDir, capacity: u64, io: IoBackend) -> Arc<Cache> {
+    open_cut(dir, capacity, io, P).await
+}
+
+/// [`open`], for pieces of `piece_size`.
+async fn open_cut(
+    dir: &tempfile::TempDir,
+    capacity: u64,
+    io: IoBackend,
+    piece_size: u64,
+) -> Arc<Cache> {
     Cache::open(CacheConfig {
         dir: dir.path().to_path_buf(),
         capacity,
         io,
+        piece_size,
     })
     .await
     .expect("open cache")
@@ -458,6 +469,42 @@ async fn verify_detects_wrong_piece_lengths(io: IoBackend) {
     assert_eq!(cache.stats().integrity_failures, 1);
 }
 
+async fn another_piece_size_empties_the_cache(io: IoBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir, 64 << 20, io).await;
+    drop(put(&cache, "sha256-aa", 1, P).await);
+    cache.set_blob_size(&blob("sha256-aa"), 3 * P).unwrap();
+    cache.flush().await;
+    drop(cache);
+
+    // Same piece size: everything stays.
+    let cache = open(&dir, 64 << 20, io).await;
+    assert!(cache.lookup(&pid("sha256-aa", 1)).is_some());
+    drop(cache);
+
+    // Another: piece 1 would be other bytes of the blob, so nothing of it is kept.
+    let cache = open_cut(&dir, 64 << 20, io, 2 * P).await;
+    assert!(cache.lookup(&pid("sha256-aa", 1)).is_none());
+    assert_eq!(cache.blob_size(&blob("sha256-aa")), None);
+    assert_eq!(cache.stats().used, 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("v1/blobs"))
+            .unwrap()
+            .count(),
+        0
+    );
+    drop(put(&cache, "sha256-aa", 0, 2 * P).await);
+    drop(cache);
+
+    // The new size is the one recorded now; a record that cannot be read counts as none.
+    let cache = open_cut(&dir, 64 << 20, io, 2 * P).await;
+    assert!(cache.lookup(&pid("sha256-aa", 0)).is_some());
+    drop(cache);
+    std::fs::write(dir.path().join("v1/piece-size"), b"garbage").unwrap();
+    let cache = open_cut(&dir, 64 << 20, io, 2 * P).await;
+    assert_eq!(cache.stats().pieces, 0);
+}
+
 async fn reopen_shrinks_in_saved_lru_order(io: IoBackend) {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(&dir, 64 << 20, io).await;
@@ -550,6 +597,7 @@ async fn kill9_child() {
         dir: dir.into(),
         capacity: 64 << 20,
         io,
+        piece_size: P,
     };
     let cache = Cache::open(cfg).await.unwrap();
     cache.set_blob_size(&blob("k"), KILL9_PIECES * P).unwrap();
@@ -650,6 +698,7 @@ fn handles_are_send_and_sync() {
             dir: PathBuf::new(),
             capacity: 0,
             io: IoBackend::Pread,
+            piece_size: P,
         }));
     };
 }
@@ -689,6 +738,7 @@ for_each_backend!(
     verify_sha256_match_and_mismatch,
     verify_detects_wrong_piece_lengths,
     reopen_shrinks_in_saved_lru_order,
+    another_piece_size_empties_the_cache,
     remove_blob_waits_for_pins,
     clones_pin_too,
     sizes_without_pieces_are_forgotten_at_open,
