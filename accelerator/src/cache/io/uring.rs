@@ -218,8 +218,11 @@ fn run(mut ring: IoUring, mut rx: mpsc::Receiver<Op>, wake: Arc<Wake>) {
         }
         // Announce the sleep, then look once more: a request sent before the flag was set
         // is seen here, one sent after it finds the flag and pokes the eventfd.
+        // With every slot taken, the requests waiting must wait for a completion too:
+        // returning at once would spin this thread until one arrives.
         wake.parked.store(true, Ordering::SeqCst);
-        let want = if rx.is_empty() { 1 } else { 0 };
+        let full = inflight + 1 >= RING_ENTRIES as usize;
+        let want = if full || rx.is_empty() { 1 } else { 0 };
         let submitted = ring.submit_and_wait(want);
         wake.parked.store(false, Ordering::SeqCst);
         match submitted {
@@ -262,6 +265,37 @@ fn run(mut ring: IoUring, mut rx: mpsc::Receiver<Op>, wake: Arc<Wake>) {
                     let _ = op.reply.send(result.map(|()| op.buf));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More reads than the ring has entries, all at once: those beyond its room wait for
+    /// completions, and every one gets its own bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_requests_than_entries_all_complete() {
+        const LEN: usize = 1 << 20;
+        let ring = Arc::new(Ring::start().unwrap());
+        let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &data).unwrap();
+        let file = Arc::new(file);
+        let reads = 8 * RING_ENTRIES as usize;
+        let tasks: Vec<_> = (0..reads)
+            .map(|i| {
+                let (ring, file) = (ring.clone(), file.clone());
+                tokio::spawn(async move {
+                    let at = (i * 1000) % (LEN - 512);
+                    (at, ring.read_at(file, at as u64, 512).await)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (at, got) = t.await.unwrap();
+            assert_eq!(got.unwrap(), data[at..at + 512]);
         }
     }
 }
