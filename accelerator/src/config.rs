@@ -31,6 +31,8 @@ pub const DEFAULT_PROXY_CONCURRENCY: u32 = 128;
 pub const DEFAULT_THROTTLE_MB: u64 = 512;
 pub const DEFAULT_P2P_PORT: u16 = 65002;
 pub const DEFAULT_EXPORTER_PORT: u16 = 65003;
+/// Longest window the exporter's rates and maximum latency are taken over.
+pub const MAX_WINDOW_SECS: u64 = 3600;
 /// Pieces fetched ahead of a sequential reader.
 pub const DEFAULT_READ_AHEAD: u32 = 4;
 /// overlaybd reads compressed layers 64 KiB at a time; twice that leaves room.
@@ -371,11 +373,19 @@ impl Config {
                 });
             }
         }
-        if self.exporter.enable && self.exporter.window_secs == 0 {
+        let window = self.exporter.window_secs;
+        if window > MAX_WINDOW_SECS || (self.exporter.enable && window == 0) {
             return Err(ConfigError::Invalid {
                 key: "ExporterConfig.windowSecs",
+                value: window.to_string(),
+                allowed: "1 to 3600 seconds",
+            });
+        }
+        if self.service.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "service.maxConnections",
                 value: "0".into(),
-                allowed: "a positive number of seconds",
+                allowed: "a positive number of connections",
             });
         }
         if self.deploy.log_audit && self.deploy.log_audit_max_mb == 0 {
@@ -459,6 +469,15 @@ mod tests {
                 "upstream.allowHosts",
             ),
             ("cache:\n  capacity: 1000\n", "cache.capacity"),
+            ("service:\n  maxConnections: 0\n", "service.maxConnections"),
+            (
+                "ExporterConfig:\n  windowSecs: 18446744073709551615\n",
+                "ExporterConfig.windowSecs",
+            ),
+            (
+                "ExporterConfig:\n  enable: true\n  windowSecs: 0\n",
+                "ExporterConfig.windowSecs",
+            ),
         ] {
             let err = parse(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");

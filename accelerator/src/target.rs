@@ -97,6 +97,13 @@ impl Target {
         if authority.host().is_empty() {
             return Err(TargetError::Malformed("upstream URL has no host"));
         }
+        // A port that is not a number from 1 to 65535 would silently become the scheme's.
+        let port_text = &authority.as_str()[authority.host().len()..];
+        if !port_text.is_empty() && authority.port_u16().is_none_or(|p| p == 0) {
+            return Err(TargetError::Malformed(
+                "upstream URL port must be a number from 1 to 65535",
+            ));
+        }
         let key = blob_key(&uri);
         Ok(Target { uri, key })
     }
@@ -321,8 +328,19 @@ mod tests {
             "http://user:pw@host/x",
             "http:///nohost",
             "http://exa mple.com/x",
+            "http://reg.example.com:99999/v2/x",
+            "http://reg.example.com:0/v2/x",
+            "http://reg.example.com:/v2/x",
+            "http://[::1]:70000/v2/x",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            "http://reg.example.com:5000/v2/x",
+            "https://[::1]/v2/x",
+            "http://[::1]:8080/v2/x",
+        ] {
+            assert!(Target::parse(good).is_ok(), "{good:?} refused");
         }
     }
 
