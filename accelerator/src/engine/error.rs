@@ -39,7 +39,7 @@ impl From<OriginError> for EngineError {
                 www_authenticate,
             },
             OriginError::Unreachable(m) => EngineError::UpstreamDown(m),
-            OriginError::Timeout => EngineError::UpstreamTimeout,
+            OriginError::Timeout | OriginError::Stalled(_) => EngineError::UpstreamTimeout,
             OriginError::Forbidden(t) => EngineError::Forbidden(t.to_string()),
             OriginError::Protocol(m) => EngineError::UpstreamProtocol(m),
         }

@@ -47,8 +47,14 @@ pub enum OriginError {
     },
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
+    /// No answer within the read timeout. Not asked again: a client such as overlaybd
+    /// gives up after 30 s, so a second wait would outlast it.
     #[error("upstream timed out")]
     Timeout,
+    /// A connection that could not be set up in time, or a body that stopped mid-way:
+    /// asked again, resuming where the bytes stopped.
+    #[error("upstream stalled: {0}")]
+    Stalled(&'static str),
     #[error("{0}")]
     Forbidden(#[from] TargetError),
     #[error("upstream protocol error: {0}")]
@@ -63,8 +69,8 @@ impl OriginError {
             OriginError::Status { status, .. } => {
                 status.is_server_error() && *status != StatusCode::LOOP_DETECTED
             }
-            OriginError::Unreachable(_) | OriginError::Timeout => true,
-            OriginError::Protocol(_) | OriginError::Forbidden(_) => false,
+            OriginError::Unreachable(_) | OriginError::Stalled(_) => true,
+            OriginError::Timeout | OriginError::Protocol(_) | OriginError::Forbidden(_) => false,
         }
     }
 }
@@ -259,7 +265,11 @@ impl Origin {
         let mut body = resp.into_body();
         while remaining > 0 {
             let frame = match tokio::time::timeout(self.cfg.read_timeout, body.frame()).await {
-                Err(_) => return Err(OriginError::Timeout),
+                Err(_) => {
+                    return Err(OriginError::Stalled(
+                        "no body bytes within the read timeout",
+                    ))
+                }
                 Ok(None) => {
                     return Err(OriginError::Unreachable("upstream body ended early".into()))
                 }
@@ -382,14 +392,14 @@ fn classify(e: &hyper_util::client::legacy::Error) -> OriginError {
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return OriginError::Timeout;
+                return OriginError::Stalled("connect timed out");
             }
             if io.kind() == std::io::ErrorKind::PermissionDenied {
                 return OriginError::Forbidden(TargetError::Forbidden(io.to_string()));
             }
         }
         if s.to_string().contains("timed out") {
-            return OriginError::Timeout;
+            return OriginError::Stalled("connect timed out");
         }
         source = s.source();
     }

@@ -136,6 +136,38 @@ async fn part_of_a_piece_before_the_rest(aio: u8) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_asked_for_again_from_where_it_stopped() {
+    let first = 300 * KIB;
+    let Holding {
+        piece,
+        data,
+        gate: _gate,
+        upstream,
+        acc: _acc,
+        url,
+    } = Holding::start(
+        1,
+        37,
+        first,
+        "",
+        "upstream:\n  readTimeoutMs: 300\n  retries: 3\n",
+    )
+    .await;
+
+    // Each answer stops after 300 KiB and never goes on: every retry resumes at the first
+    // byte not yet had, so four answers make the 1 MiB piece.
+    let whole = http::get(&url, &[("range", &range(0, piece - 1))])
+        .await
+        .unwrap();
+    assert_eq!(whole.status, 206);
+    assert!(whole.body[..] == data[..piece as usize]);
+    let asked: Vec<_> = (0..4)
+        .map(|i| Some(format!("bytes={}-{}", i * first, piece - 1)))
+        .collect();
+    assert_eq!(upstream.ranges(), asked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_size_probe_is_the_first_pieces_download_and_is_answered_as_it_arrives() {
     let Holding {
         piece,
