@@ -32,18 +32,38 @@ const LOG_TAIL_BYTES: u64 = 8 * 1024;
 /// How long `terminate` waits after SIGTERM before it sends SIGKILL.
 pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(30);
 
+/// Ports handed out by [`free_port`]: below Linux's default ephemeral range (32768 to
+/// 60999), from which the kernel picks both `bind(:0)` ports and the source ports of
+/// outgoing connections, so a port handed out here is not taken back by either meanwhile.
+const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+/// Ports tried before giving up.
+const FREE_PORT_TRIES: usize = 200;
+
 /// Returns a port on 127.0.0.1 that was free a moment ago.
 ///
-/// Another process may take it before the caller binds it; on a test machine that is rare
-/// enough that a start-up failure is the right answer.
+/// Another process may take it before the caller binds it; picking at random outside the
+/// kernel's ephemeral range makes that rare enough that a start-up failure is the right
+/// answer.
 pub fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::io("bind 127.0.0.1:0", e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| HarnessError::io("local_addr", e))?
-        .port();
-    Ok(port)
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = now.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for _ in 0..FREE_PORT_TRIES {
+        let port = rng.random_range(FREE_PORTS);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(HarnessError::io(
+        "find a free port",
+        std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{FREE_PORT_TRIES} ports tried in {FREE_PORTS:?}"),
+        ),
+    ))
 }
 
 /// Polls `url` (plain http on loopback) until it answers 200, at most `timeout` long.
