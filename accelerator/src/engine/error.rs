@@ -28,6 +28,18 @@ pub enum EngineError {
     Cache(String),
 }
 
+impl EngineError {
+    /// Whether the origin refused the request in a way other credentials may change: 401,
+    /// 403, or the 404 some registries answer for a private repository.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            EngineError::UpstreamStatus { status, .. }
+                if matches!(status.as_u16(), 401 | 403 | 404)
+        )
+    }
+}
+
 impl From<OriginError> for EngineError {
     fn from(e: OriginError) -> Self {
         match e {

@@ -90,6 +90,8 @@ pub(super) struct Flight {
     growing: Option<Growing>,
     /// How the download ended.
     result: Option<Result<(), EngineError>>,
+    /// The credentials the download asks with: those of the reader that started it.
+    auth: Option<HeaderValue>,
     /// Set by the first reader served from `growing`, while it holds the flight's lock:
     /// that reader counts the piece as origin bytes, and every later one as a cache hit.
     read_while_growing: Arc<AtomicBool>,
@@ -196,7 +198,11 @@ impl Engine {
         bypass: Option<Span>,
     ) -> Result<(Held, Source), EngineError> {
         let id = PieceId::new(blob.id.clone(), index);
-        for _ in 0..MISS_ROUNDS {
+        let mut misses = 0;
+        // Whether this reader joined a download that the origin refused for another reader's
+        // credentials and then asked with its own.
+        let mut asked_with_own = false;
+        while misses < MISS_ROUNDS {
             let cached = self.cache.lookup(&id);
             let in_flight = cached.is_none() && lock(&self.flights).contains_key(&id);
             let decision = plan::decide(PieceState {
@@ -214,6 +220,7 @@ impl Engine {
                         };
                         return Ok((Held::Cached(piece), source));
                     }
+                    misses += 1;
                     continue;
                 }
                 (Decision::FetchAndBypass(remote), Some(span)) => {
@@ -249,8 +256,16 @@ impl Engine {
                 Ok(f) => f.clone(),
                 Err(_) => return Err(abandoned()),
             };
+            let retry_own = !asked_with_own
+                && matches!(&flight.result, Some(Err(e)) if refused_for_other(e, &flight, blob));
             match (flight.result, flight.growing) {
                 (Some(Err(EngineError::CacheFull)), _) => break,
+                // The origin refused the credentials of the reader that started the
+                // download; this reader's own may do better.
+                (Some(Err(_)), _) if retry_own => {
+                    asked_with_own = true;
+                    continue;
+                }
                 (Some(Err(e)), _) => return Err(e),
                 (None, Some(growing)) => {
                     let source = if first_reader {
@@ -273,6 +288,7 @@ impl Engine {
                 return Ok((Held::Cached(piece), Source::Origin));
             }
             // Evicted between the download and this read: try again.
+            misses += 1;
         }
         // The cache has no room this piece can have (every piece pinned by readers, or
         // evicted as fast as it arrives): serve this reader from memory, uncached.
@@ -290,17 +306,22 @@ impl Engine {
 
     /// Waits for the end of a download whose bytes a reader was taking as they came, and
     /// hands it the committed piece for the rest; `None` if the piece was evicted meanwhile.
+    /// With `may_retry`, a download the origin refused for another reader's credentials is
+    /// `Retry`.
     async fn finished(
         &self,
+        blob: &Blob,
         id: &PieceId,
         flight: &mut watch::Receiver<Flight>,
-    ) -> Result<Option<PieceRef>, EngineError> {
-        let result = match flight.wait_for(|f| f.result.is_some()).await {
-            Ok(f) => f.result.clone(),
-            Err(_) => None,
+        may_retry: bool,
+    ) -> Result<Finished, EngineError> {
+        let ended = match flight.wait_for(|f| f.result.is_some()).await {
+            Ok(f) => f.clone(),
+            Err(_) => return Err(abandoned()),
         };
-        match result {
-            Some(Ok(())) => Ok(self.cache.lookup(id)),
+        match ended.result {
+            Some(Ok(())) => Ok(Finished::Committed(self.cache.lookup(id))),
+            Some(Err(e)) if may_retry && refused_for_other(&e, &ended, blob) => Ok(Finished::Retry),
             Some(Err(e)) => Err(e),
             None => Err(abandoned()),
         }
@@ -324,10 +345,15 @@ impl Engine {
         start: Start,
     ) -> watch::Receiver<Flight> {
         let mut flights = lock(&self.flights);
-        if let Some(rx) = flights.get(&id) {
+        // A download that has ended but not yet left the table is not joined: its reader
+        // is here because it wants another try.
+        if let Some(rx) = flights.get(&id).filter(|rx| rx.borrow().result.is_none()) {
             return rx.clone();
         }
-        let (tx, rx) = watch::channel(Flight::default());
+        let (tx, rx) = watch::channel(Flight {
+            auth: blob.auth.clone(),
+            ..Flight::default()
+        });
         if self.cache.lookup(&id).is_some() {
             // Committed between the caller's lookup and this lock.
             tx.send_modify(|f| f.result = Some(Ok(())));
@@ -337,6 +363,7 @@ impl Engine {
         drop(flights);
         let engine = self.clone();
         let blob = blob.clone();
+        let own = rx.clone();
         tokio::spawn(async move {
             let result = engine.download(&blob, &id, start, &tx).await;
             if let Err(e) = &result {
@@ -352,7 +379,10 @@ impl Engine {
                 f.result = Some(result);
                 f.growing = None;
             });
-            lock(&engine.flights).remove(&id);
+            let mut flights = lock(&engine.flights);
+            if flights.get(&id).is_some_and(|rx| rx.same_channel(&own)) {
+                flights.remove(&id);
+            }
         });
         rx
     }
@@ -421,8 +451,22 @@ pub(super) enum Start {
     Opened(Opened),
 }
 
+/// Whether a download failed because the origin refused the credentials of the reader that
+/// started it, where this reader has other credentials to try.
+fn refused_for_other(e: &EngineError, flight: &Flight, blob: &Blob) -> bool {
+    e.is_refusal() && flight.auth != blob.auth
+}
+
 fn abandoned() -> EngineError {
     EngineError::Cache("download abandoned".into())
+}
+
+/// How a download a reader was taking as it came ended, for that reader.
+pub(super) enum Finished {
+    /// The piece is in the cache (`None`: evicted since).
+    Committed(Option<PieceRef>),
+    /// The origin refused the credentials the download asked with; the reader's own may do.
+    Retry,
 }
 
 /// A piece file a reader can read from.

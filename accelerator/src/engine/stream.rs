@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
-use super::{Blob, Engine, EngineError, Held, Readable};
+use super::{Blob, Engine, EngineError, Finished, Held, Readable};
 use crate::cache::{CacheError, PieceId};
 use crate::plan;
 use crate::range::Span;
@@ -33,6 +33,9 @@ struct State {
     end: u64,
     current: Option<(u64, Held, Source)>,
     corrupt: u32,
+    /// Whether a download refused for another reader's credentials was tried again with
+    /// this reader's own.
+    asked_with_own: bool,
     /// The span, while it may still be served around the cache (a small random read).
     bypass: Option<Span>,
 }
@@ -55,6 +58,7 @@ impl BodyStream {
             end: span.end,
             current: None,
             corrupt: 0,
+            asked_with_own: false,
             bypass,
         };
         let inner = futures_util::stream::try_unfold(state, step).boxed();
@@ -98,8 +102,16 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
             if !growing.wait_past(wanted - 1).await {
                 let id = PieceId::new(st.blob.id.clone(), index);
                 let source = *source;
-                let committed = st.engine.finished(&id, flight).await?;
-                st.current = committed.map(|piece| (index, Held::Cached(piece), source));
+                let may_retry = !st.asked_with_own;
+                st.current = match st.engine.finished(&st.blob, &id, flight, may_retry).await? {
+                    Finished::Committed(piece) => {
+                        piece.map(|piece| (index, Held::Cached(piece), source))
+                    }
+                    Finished::Retry => {
+                        st.asked_with_own = true;
+                        None
+                    }
+                };
                 continue;
             }
         }

@@ -119,6 +119,63 @@ async fn registry_auth_passes_through_and_refusals_keep_their_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_joining_a_download_refused_for_other_credentials_asks_with_its_own() {
+    let data = Arc::new(super::blob_bytes((4 * PIECE) as usize, 41));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let token = "Bearer good";
+    let upstream = HandUpstream::start(Behaviour::Guarded {
+        data: data.clone(),
+        token: token.into(),
+        gate: gate.clone(),
+    })
+    .await;
+    let acc = start(&config("readAhead: 0\ncoldRandomReadKiB: 0\n"));
+    let url = acc.accelerator_url(&upstream.url("/layer.bin"));
+    let with_token = [("authorization", token)];
+    let probe = http::get(&url, &[with_token[0], ("range", "bytes=0-0")])
+        .await
+        .unwrap();
+    assert_eq!(probe.status, 206);
+
+    // A reader without credentials starts the download of piece 2; its refusal is held
+    // upstream while a reader with good credentials asks for the same piece and joins it.
+    let (s, e) = (2 * PIECE + 10, 2 * PIECE + 5000);
+    let anonymous = tokio::spawn({
+        let url = url.clone();
+        async move { http::get(&url, &[("range", &range(s, e))]).await.unwrap() }
+    });
+    let asked = eventually(Duration::from_secs(10), || async {
+        upstream.requests() == 2
+    })
+    .await;
+    assert!(asked, "the anonymous read never reached the upstream");
+    let entitled = tokio::spawn({
+        let url = url.clone();
+        async move {
+            http::get(&url, &[with_token[0], ("range", &range(s, e))])
+                .await
+                .unwrap()
+        }
+    });
+    // Time for the second reader to join the held download; had it not, it would start its
+    // own and pass without the retry under test.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.add_permits(1);
+
+    assert_eq!(anonymous.await.unwrap().status, 401);
+    let entitled = entitled.await.unwrap();
+    assert_eq!(
+        entitled.status,
+        206,
+        "refused for another reader's credentials: {:?} {:?}",
+        upstream.requests(),
+        upstream.ranges()
+    );
+    assert!(entitled.body[..] == data[s as usize..=e as usize]);
+    assert_eq!(upstream.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_and_silent_upstreams_answer_502_and_504() {
     let acc = start(&config("upstream:\n  readTimeoutMs: 500\n  retries: 2\n"));
     let hex = sha256_hex(b"anything");

@@ -37,6 +37,13 @@ pub enum Behaviour {
         first: usize,
         gate: Arc<tokio::sync::Semaphore>,
     },
+    /// Serves `data` like `Blob` to requests whose `Authorization` is `token`; any other
+    /// gets a 401, sent only once `gate` gives a permit (one per refusal).
+    Guarded {
+        data: Arc<Vec<u8>>,
+        token: String,
+        gate: Arc<tokio::sync::Semaphore>,
+    },
 }
 
 struct Shared {
@@ -152,6 +159,18 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             Behaviour::Hold { data, first, gate } => {
                 answer_blob(&mut stream, &head, &data, Cut::Hold { first, gate }).await
             }
+            Behaviour::Guarded { data, token, gate } => {
+                if header(&head, "authorization") == Some(token.as_str()) {
+                    answer_blob(&mut stream, &head, &data, Cut::None(false)).await
+                } else {
+                    match gate.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return,
+                    }
+                    let answer = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n";
+                    stream.write_all(answer.as_bytes()).await.is_ok()
+                }
+            }
         };
         if !keep {
             return;
@@ -181,11 +200,16 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> 
 
 /// The value of the request's Range header.
 fn range_header(head: &str) -> Option<String> {
-    head.lines().find_map(|line| {
+    header(head, "range").map(str::to_owned)
+}
+
+/// The value of the request header `wanted` (any case).
+fn header<'a>(head: &'a str, wanted: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.trim()
-            .eq_ignore_ascii_case("range")
-            .then(|| value.trim().to_owned())
+            .eq_ignore_ascii_case(wanted)
+            .then_some(value.trim())
     })
 }
 
