@@ -374,7 +374,7 @@ impl Config {
             }
         }
         let window = self.exporter.window_secs;
-        if window > MAX_WINDOW_SECS || (self.exporter.enable && window == 0) {
+        if window == 0 || window > MAX_WINDOW_SECS {
             return Err(ConfigError::Invalid {
                 key: "ExporterConfig.windowSecs",
                 value: window.to_string(),
@@ -475,7 +475,7 @@ mod tests {
                 "ExporterConfig.windowSecs",
             ),
             (
-                "ExporterConfig:\n  enable: true\n  windowSecs: 0\n",
+                "ExporterConfig:\n  enable: false\n  windowSecs: 0\n",
                 "ExporterConfig.windowSecs",
             ),
         ] {

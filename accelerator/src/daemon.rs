@@ -18,6 +18,9 @@ use crate::service::{App, Listener, Routes, ServiceError};
 use crate::target::Policy;
 use crate::telemetry::{self, AuditSink, Telemetry, TelemetryConfig, TelemetryError};
 
+/// Least time queued audit lines get at shutdown, even when the grace period is spent.
+const AUDIT_FLUSH_FLOOR: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -159,7 +162,15 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
         tracing::warn!("grace period over: piece downloads abandoned");
     }
     cache.flush().await;
-    telemetry.shutdown().await;
+    // Queued audit lines get what is left of the grace period, and at least a moment: a
+    // sink stalled for good (a stdout pipe nobody reads) must not hold the daemon.
+    let flush_by = deadline.max(tokio::time::Instant::now() + AUDIT_FLUSH_FLOOR);
+    if tokio::time::timeout_at(flush_by, telemetry.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: audit lines still queued are lost");
+    }
     tracing::info!("stopped");
     Ok(())
 }

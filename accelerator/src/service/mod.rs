@@ -65,7 +65,10 @@ impl App {
         let stats = self.engine.cache().stats();
         let telemetry = self.engine.telemetry();
         telemetry.set_cache_used(stats.used);
-        let before = self.evictions_seen.swap(stats.evictions, Ordering::Relaxed);
+        // Two scrapes at once may read the stats in either order: only the larger moves on.
+        let before = self
+            .evictions_seen
+            .fetch_max(stats.evictions, Ordering::Relaxed);
         if stats.evictions > before {
             telemetry.eviction(stats.evictions - before);
         }

@@ -12,10 +12,6 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 /// Smallest audit file size before rotation; below this rotation would churn on every line.
 pub const MIN_AUDIT_FILE_BYTES: u64 = 4096;
-/// Suggested `audit.log` size before rotation when the config does not say.
-pub const DEFAULT_AUDIT_FILE_BYTES: u64 = 100 << 20;
-/// Suggested number of rotated audit files kept when the config does not say.
-pub const DEFAULT_AUDIT_KEEP: usize = 5;
 /// Audit lines buffered between the data path and the writer before lines are dropped.
 pub const AUDIT_BUFFER_LINES: usize = 8192;
 
@@ -31,27 +27,6 @@ pub enum AuditSink {
         max_bytes: u64,
         keep: usize,
     },
-}
-
-impl AuditSink {
-    /// From the documented `DeployConfig` keys `logAudit`, `logAuditMode` and `logDir`, with
-    /// the default rotation size and count.
-    pub fn from_deploy(
-        log_audit: bool,
-        log_audit_mode: &str,
-        log_dir: &std::path::Path,
-    ) -> Result<Self, TelemetryError> {
-        match (log_audit, log_audit_mode) {
-            (false, _) => Ok(AuditSink::Off),
-            (true, "stdout") => Ok(AuditSink::Stdout),
-            (true, "file") => Ok(AuditSink::File {
-                dir: log_dir.to_path_buf(),
-                max_bytes: DEFAULT_AUDIT_FILE_BYTES,
-                keep: DEFAULT_AUDIT_KEEP,
-            }),
-            (true, other) => Err(TelemetryError::AuditMode(other.to_string())),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,8 +55,6 @@ pub enum TelemetryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("logAuditMode must be \"stdout\" or \"file\", got {0:?}")]
-    AuditMode(String),
     #[error("cannot start the audit writer thread")]
     SpawnWriter(#[source] std::io::Error),
     #[error("{env} must be an IP address, got {0:?}", env = super::NODE_IP_ENV)]
@@ -103,38 +76,5 @@ impl TelemetryConfig {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    #[test]
-    fn documented_deploy_keys_map_to_a_sink() {
-        let dir = Path::new("/dadi-p2p/log");
-        assert_eq!(
-            AuditSink::from_deploy(false, "bogus", dir).unwrap(),
-            AuditSink::Off
-        );
-        assert_eq!(
-            AuditSink::from_deploy(true, "stdout", dir).unwrap(),
-            AuditSink::Stdout
-        );
-        assert_eq!(
-            AuditSink::from_deploy(true, "file", dir).unwrap(),
-            AuditSink::File {
-                dir: dir.into(),
-                max_bytes: DEFAULT_AUDIT_FILE_BYTES,
-                keep: DEFAULT_AUDIT_KEEP
-            }
-        );
-        let e = AuditSink::from_deploy(true, "syslog", dir).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"logAuditMode must be "stdout" or "file", got "syslog""#
-        );
     }
 }

@@ -128,7 +128,7 @@ impl Conventional {
         );
         r.register(
             "integrity_failures",
-            "Cached blobs dropped after a digest mismatch",
+            "Cached data dropped for failing its check: a piece chunk's crc32c or a whole blob's sha256",
             c.integrity_failures.clone(),
         );
         r.register(

@@ -38,8 +38,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use audit::{redact_url, AuditOp, AUDIT_LINE_PATTERN};
 pub use config::{
-    AuditSink, TelemetryConfig, TelemetryError, AUDIT_BUFFER_LINES, DEFAULT_AUDIT_FILE_BYTES,
-    DEFAULT_AUDIT_KEEP, DEFAULT_WINDOW, MAX_WINDOW, MIN_AUDIT_FILE_BYTES,
+    AuditSink, TelemetryConfig, TelemetryError, AUDIT_BUFFER_LINES, DEFAULT_WINDOW, MAX_WINDOW,
+    MIN_AUDIT_FILE_BYTES,
 };
 pub use labels::{Kind, Mode, Source};
 pub use node::{node_label, NODE_IP_ENV};

@@ -263,3 +263,70 @@ fn bad_configuration_stops_the_daemon_at_start_naming_key_and_value() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_daemon_even_when_nobody_reads_its_audit_stdout() {
+    let (registry, digest, _) = registry_with_blob(None, 64 * 1024, 43).await;
+    let blob = registry.blob_url("app", &digest);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "DeployConfig:\n  logAudit: true\n  logAuditMode: stdout\nservice:\n  graceMs: 500\n",
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    // Standard output is a pipe this test holds and never reads: once its buffer is full,
+    // every write of the audit writer blocks for good.
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env_remove("DADI_P2P_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    dadi_p2p_integration::wait_ready(&format!("http://{addr}/healthz"), STEP).unwrap();
+
+    // Far more audit lines than a pipe buffer (64 KiB) holds.
+    let mut conn = dadi_p2p_integration::http::Conn::connect(addr)
+        .await
+        .unwrap();
+    let path = format!("/accelerator/{blob}");
+    for _ in 0..2000 {
+        let r = conn.get(&path, &[("range", "bytes=0-0")]).await.unwrap();
+        assert_eq!(r.status, 206);
+    }
+    drop(conn);
+
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + STEP;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after SIGTERM with its audit output stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+/// A child killed and reaped when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -7,9 +7,14 @@
 //! The size is tracked from what this process wrote plus the file's length when it was
 //! opened, so the file is not stat-ed per line; an external writer to the same file would
 //! make rotation late, which nothing legitimate does.
+//!
+//! A file removed or moved away from under the writer (by hand, or by logrotate without
+//! `copytruncate`) is noticed at the next flush, when the writer catches up with its queue:
+//! a new `audit.log` is started and the files already rotated are left as they are.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::writer::LineSink;
@@ -52,7 +57,7 @@ impl RotatingFile {
             for n in (1..self.keep).rev() {
                 fs::rename(self.numbered(n), self.numbered(n + 1)).or_else(ignore_missing)?;
             }
-            fs::rename(&current, self.numbered(1))?;
+            fs::rename(&current, self.numbered(1)).or_else(ignore_missing)?;
         }
         let (file, size) = open_append(&current)?;
         self.file = file;
@@ -73,7 +78,20 @@ impl LineSink for RotatingFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file.flush()?;
+        let current = self.dir.join(FILE_NAME);
+        let open = self.file.get_ref().metadata()?;
+        let same = match fs::metadata(&current) {
+            Ok(now) => (now.dev(), now.ino()) == (open.dev(), open.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if !same {
+            let (file, size) = open_append(&current)?;
+            self.file = file;
+            self.size = size;
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +115,44 @@ mod tests {
 
     fn read(dir: &Path, name: &str) -> Option<String> {
         fs::read_to_string(dir.join(name)).ok()
+    }
+
+    #[test]
+    fn a_removed_or_moved_file_is_started_again_without_touching_the_rotated_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let mut f = RotatingFile::open(&dir, 20, 2).unwrap();
+        for i in 0..3 {
+            f.write_line(format!("line {i:04}\n").as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        assert_eq!(read(&dir, "audit.log.1").unwrap(), "line 0000\nline 0001\n");
+
+        fs::remove_file(dir.join("audit.log")).unwrap();
+        f.flush().unwrap();
+        for i in 3..5 {
+            f.write_line(format!("line {i:04}\n").as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        assert_eq!(read(&dir, "audit.log").unwrap(), "line 0003\nline 0004\n");
+        assert_eq!(read(&dir, "audit.log.1").unwrap(), "line 0000\nline 0001\n");
+
+        // Moved away, as logrotate does: the next lines go to a new file.
+        fs::rename(dir.join("audit.log"), dir.join("moved")).unwrap();
+        f.flush().unwrap();
+        f.write_line(b"line 0005\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(read(&dir, "audit.log").unwrap(), "line 0005\n");
+        assert_eq!(read(&dir, "moved").unwrap(), "line 0003\nline 0004\n");
+
+        // Removed with a line still unflushed (it goes with the removed file): rotation
+        // finds nothing to rename, moves the older files up and goes on.
+        f.write_line(b"line 0006\n").unwrap();
+        fs::remove_file(dir.join("audit.log")).unwrap();
+        f.write_line(b"line 0007\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(read(&dir, "audit.log.2").unwrap(), "line 0000\nline 0001\n");
+        assert_eq!(read(&dir, "audit.log").unwrap(), "line 0007\n");
     }
 
     #[test]
