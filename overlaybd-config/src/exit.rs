@@ -15,8 +15,9 @@ pub enum Exit {
     Ok = 0,
     /// Any other failure, e.g. the file cannot be read.
     Failure = 1,
-    /// Unknown command or flag (reported by the argument parser), or a
-    /// `--cacert` file that cannot be read or holds no usable certificate.
+    /// Unknown command or flag or a bad flag value such as `--timeout 0`
+    /// (reported by the argument parser), or a `--cacert` file that cannot
+    /// be read or holds no usable certificate.
     Usage = 2,
     /// `--address` is not a usable accelerator address.
     InvalidAddress = 3,
@@ -46,7 +47,7 @@ pub const HELP_TABLE: &str = "\
 Exit status:
   0  done, or nothing to change; status: P2P off, or on and healthy
   1  other failure (e.g. the file cannot be read)
-  2  usage error (unknown command or flag, unusable --cacert file)
+  2  usage error (unknown command or flag, --timeout not 1-3600, unusable --cacert)
   3  invalid --address (needs http:// or https://, numeric port)
   4  config file missing (pass --create)
   5  config file invalid (malformed JSON, not an object, duplicate keys)
