@@ -88,6 +88,7 @@ impl Error {
             Error::File(FileError::Write { .. } | FileError::ChangedMeanwhile(_)) => {
                 Exit::WriteFailed
             }
+            Error::File(FileError::Locked { .. }) => Exit::Locked,
             Error::Document { .. } => Exit::ConfigInvalid,
             Error::Edit { .. } => Exit::Failure,
             Error::RestartFailed(..) => Exit::RestartFailed,

@@ -34,6 +34,9 @@ pub enum Exit {
     RestartFailed = 8,
     /// `status`: P2P is on but overlaybd would not get a healthy accelerator.
     AcceleratorUnavailable = 9,
+    /// Another process held the directory lock for longer than a run waits;
+    /// file unchanged.
+    Locked = 10,
 }
 
 impl Exit {
@@ -54,7 +57,8 @@ Exit status:
   6  config file not writable (read-only mode, filesystem or permissions)
   7  write failed; the file is unchanged
   8  file updated but the restart of overlaybd failed
-  9  status: P2P on but the accelerator is unreachable or unhealthy (TLS included)";
+  9  status: P2P on but the accelerator is unreachable or unhealthy (TLS included)
+ 10  another process held the lock on the config's directory too long; file unchanged";
 
 #[cfg(test)]
 mod tests {
@@ -73,6 +77,7 @@ mod tests {
             Exit::WriteFailed,
             Exit::RestartFailed,
             Exit::AcceleratorUnavailable,
+            Exit::Locked,
         ];
         let listed: Vec<i32> = HELP_TABLE
             .lines()
@@ -81,6 +86,6 @@ mod tests {
             .collect();
         let codes: Vec<i32> = all.iter().map(|e| e.code()).collect();
         assert_eq!(listed, codes);
-        assert_eq!(codes, (0..10).collect::<Vec<_>>());
+        assert_eq!(codes, (0..11).collect::<Vec<_>>());
     }
 }

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::support::{fixture, Node};
 
@@ -183,6 +184,37 @@ fn immutable_file_is_refused_when_the_filesystem_supports_it() {
     assert!(OpenOptions::new().append(true).open(&node.config).is_err());
     refused(&node, &["enable"], 6, "not writable");
     refused(&node, &["enable", "--dry-run"], 6, "not writable");
+}
+
+#[test]
+fn a_lock_held_too_long_is_refused_after_a_bounded_wait() {
+    let node = Node::with(&fixture("overlaybd-shipped.json"));
+    let dir = File::open(node.config.parent().unwrap()).unwrap();
+    // SAFETY: flock on a descriptor owned by `dir`, which outlives the call.
+    let held = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(held, 0, "{}", io::Error::last_os_error());
+    let before = node.snapshot();
+    let started = Instant::now();
+    let run = node.run(&["enable", "--json"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "waited 5s first"
+    );
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("still locked by another process after 5s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["error"], "locked");
+    assert_eq!(node.snapshot(), before);
+    drop(dir);
+    assert_eq!(
+        node.run(&["enable"]).code,
+        0,
+        "released: the run goes ahead"
+    );
 }
 
 #[test]
