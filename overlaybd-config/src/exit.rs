@@ -30,7 +30,8 @@ pub enum Exit {
     NotWritable = 6,
     /// Writing failed midway or the file changed meanwhile; file unchanged.
     WriteFailed = 7,
-    /// The file was written but overlaybd could not be restarted.
+    /// overlaybd could not be restarted after a write, or when retrying a
+    /// pending restart; the restart stays pending.
     RestartFailed = 8,
     /// `status`: P2P is on but overlaybd would not get a healthy accelerator.
     AcceleratorUnavailable = 9,
@@ -56,7 +57,7 @@ Exit status:
   5  config file invalid (malformed JSON, not an object, duplicate keys)
   6  config file not writable (read-only mode, filesystem or permissions)
   7  write failed; the file is unchanged
-  8  file updated but the restart of overlaybd failed
+  8  restart of overlaybd failed (after a write or a pending one); still pending
   9  status: P2P on but the accelerator is unreachable or unhealthy (TLS included)
  10  another process held the lock on the config's directory too long; file unchanged";
 

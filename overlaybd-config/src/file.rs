@@ -227,6 +227,18 @@ pub fn create(path: &Path, content: &[u8]) -> Result<(), FileError> {
     staged.commit().map_err(|e| classify(path, e))
 }
 
+/// Replaces `path` with `content` through a temporary file and a rename,
+/// so a reader sees the old file or the new one, never a part. The rename
+/// is not synced to disk: for small files of this tool's own whose loss in
+/// a crash is harmless (the restart-pending marker).
+pub fn put(path: &Path, content: &[u8]) -> io::Result<()> {
+    let attrs = Attrs {
+        mode: CREATE_MODE,
+        owner: None,
+    };
+    stage(path, content, attrs)?.rename()
+}
+
 #[derive(Clone, Copy)]
 struct Attrs {
     mode: u32,
@@ -260,15 +272,24 @@ struct Staged {
 }
 
 impl Staged {
-    fn commit(mut self) -> io::Result<()> {
+    /// Renames the file into place and syncs the directory, so the rename
+    /// itself survives a power cut.
+    fn commit(self) -> io::Result<()> {
+        let dir = parent_dir(&self.target).to_path_buf();
+        self.rename()?;
+        File::open(dir)?.sync_all()
+    }
+
+    /// Renames the file into place; if that fails it is removed on drop.
+    fn rename(mut self) -> io::Result<()> {
         let Some(tmp) = self.tmp.take() else {
             return Ok(());
         };
-        if let Err(e) = fs::rename(&tmp, &self.target) {
+        let renamed = fs::rename(&tmp, &self.target);
+        if renamed.is_err() {
             self.tmp = Some(tmp);
-            return Err(e);
         }
-        File::open(parent_dir(&self.target))?.sync_all()
+        renamed
     }
 }
 

@@ -131,6 +131,13 @@ impl Node {
         p.into()
     }
 
+    /// The restart-pending marker beside the config file.
+    pub fn marker(&self) -> PathBuf {
+        let mut p = self.config.clone().into_os_string();
+        p.push(".restart-pending");
+        p.into()
+    }
+
     /// Installs a fake command that records its arguments and exits `code`.
     pub fn fake(&self, name: &str, code: i32) {
         let log = self.dir.path().join(format!("calls-{name}"));
