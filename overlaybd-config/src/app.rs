@@ -53,6 +53,18 @@ pub enum Error {
     Edit { path: PathBuf, source: EditError },
     #[error("{}", restart_failed_message(.0, .1))]
     RestartFailed(Box<ChangeReport>, Restart),
+    /// The new file is in place but may not be on disk; not restarted.
+    #[error("{}", not_durable_message(.0, .1))]
+    NotDurable(Box<ChangeReport>, FileError),
+}
+
+fn not_durable_message(report: &ChangeReport, e: &FileError) -> String {
+    let mut msg = format!("{e}; check the disk (`dmesg`)");
+    if report.restart_pending || report.marker_error.is_some() {
+        msg.push_str(". overlaybd was not restarted");
+        msg.push_str(&pending_note(report));
+    }
+    msg
 }
 
 /// Says what happened and what the operator can do next.
@@ -117,6 +129,7 @@ impl Error {
                 Exit::WriteFailed
             }
             Error::File(FileError::Locked { .. }) => Exit::Locked,
+            Error::File(FileError::NotDurable { .. }) | Error::NotDurable(..) => Exit::NotDurable,
             Error::Document { .. } => Exit::ConfigInvalid,
             Error::Edit { .. } => Exit::Failure,
             Error::RestartFailed(..) => Exit::RestartFailed,
@@ -278,14 +291,31 @@ fn change(
         }
         return Ok(report);
     }
+    let mut not_durable = None;
     if changed {
-        match &loaded {
-            Some(l) => report.backup = Some(file::replace(l, new_text.as_bytes())?),
-            None => file::create(&real, new_text.as_bytes())?,
+        let written = match &loaded {
+            Some(l) => file::replace(l, new_text.as_bytes()).map(Some),
+            None => file::create(&real, new_text.as_bytes()).map(|()| None),
+        };
+        match written {
+            Ok(backup) => report.backup = backup,
+            Err(e @ FileError::NotDurable { .. }) => {
+                report.backup = loaded.as_ref().map(|_| file::backup_path(&real));
+                not_durable = Some(e);
+            }
+            Err(e) => return Err(e.into()),
         }
         tracing::info!(config = %real.display(), action, "p2pConfig written");
     }
     drop(lock);
+    if let Some(e) = not_durable {
+        // A disk that fails a sync is no place to carry on; the restart is
+        // left for a rerun.
+        if args.restart {
+            mark_pending(&mut report, &args.service);
+        }
+        return Err(Error::NotDurable(Box::new(report), e));
+    }
     if args.restart && (changed || report.restart_pending) {
         restart_tracked(&mut report, &args.service)?;
     }
@@ -296,15 +326,7 @@ fn change(
 /// succeeded.
 fn restart_tracked(report: &mut ChangeReport, service: &str) -> Result<(), Error> {
     let config = report.config.clone();
-    if !report.restart_pending {
-        match pending::mark(&config, service) {
-            Ok(()) => report.restart_pending = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot mark the restart as pending");
-                report.marker_error = Some(e.to_string());
-            }
-        }
-    }
+    mark_pending(report, service);
     let r = restart::restart(service, restart::TIMEOUT);
     report.restart = Some(r.clone());
     if !r.ok {
@@ -319,6 +341,20 @@ fn restart_tracked(report: &mut ChangeReport, service: &str) -> Result<(), Error
         ),
     }
     Ok(())
+}
+
+/// Marks a restart of `service` as owed, unless it already is.
+fn mark_pending(report: &mut ChangeReport, service: &str) {
+    if report.restart_pending {
+        return;
+    }
+    match pending::mark(&report.config, service) {
+        Ok(()) => report.restart_pending = true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot mark the restart as pending");
+            report.marker_error = Some(e.to_string());
+        }
+    }
 }
 
 fn unified_diff(path: &Path, created: bool, old: &str, new: &str) -> String {
@@ -387,4 +423,59 @@ fn status(path: &Path, timeout: Duration, trust: &Trust) -> Result<StatusReport,
     report.reachability = Some(reach);
     report.health = Some(health);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(dir: &Path, restart_pending: bool, marker_error: Option<&str>) -> ChangeReport {
+        ChangeReport {
+            action: "enable",
+            config: dir.join("overlaybd.json"),
+            changed: true,
+            created: false,
+            dry_run: false,
+            backup: Some(dir.join("overlaybd.json.bak")),
+            p2p: Document::parse("{}").unwrap().state(),
+            diff: None,
+            restart: None,
+            restart_pending,
+            marker_error: marker_error.map(str::to_string),
+        }
+    }
+
+    fn not_durable(dir: &Path) -> FileError {
+        FileError::NotDurable {
+            path: dir.join("overlaybd.json"),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        }
+    }
+
+    #[test]
+    fn a_file_not_confirmed_on_disk_has_its_own_exit_and_says_it_changed() {
+        let dir = Path::new("/etc/overlaybd");
+        let plain = Error::NotDurable(Box::new(written(dir, false, None)), not_durable(dir));
+        assert_eq!(plain.exit(), Exit::NotDurable);
+        assert_eq!(Error::File(not_durable(dir)).exit(), Exit::NotDurable);
+        let msg = plain.to_string();
+        assert!(msg.contains("the new file is in place"), "{msg}");
+        assert!(!msg.contains("unchanged"), "{msg}");
+        assert!(!msg.contains("restart"), "no restart asked: {msg}");
+
+        let pending = Error::NotDurable(Box::new(written(dir, true, None)), not_durable(dir));
+        let msg = pending.to_string();
+        assert!(msg.contains("overlaybd was not restarted"), "{msg}");
+        assert!(
+            msg.contains("/etc/overlaybd/overlaybd.json.restart-pending"),
+            "{msg}"
+        );
+
+        let unmarked = written(dir, false, Some("disk full"));
+        let msg = Error::NotDurable(Box::new(unmarked), not_durable(dir)).to_string();
+        assert!(
+            msg.contains("Marking the restart as pending failed (disk full)"),
+            "{msg}"
+        );
+    }
 }

@@ -38,6 +38,9 @@ pub enum Exit {
     /// Another process held the directory lock for longer than a run waits;
     /// file unchanged.
     Locked = 10,
+    /// The new file is in place but syncing its directory failed, so it may
+    /// not survive a crash; overlaybd was not restarted.
+    NotDurable = 11,
 }
 
 impl Exit {
@@ -59,7 +62,8 @@ Exit status:
   7  write failed; the file is unchanged
   8  restart of overlaybd failed (after a write or a pending one); still pending
   9  status: P2P on but the accelerator is unreachable or unhealthy (TLS included)
- 10  another process held the lock on the config's directory too long; file unchanged";
+ 10  another process held the lock on the config's directory too long; file unchanged
+ 11  file updated but not confirmed on disk (directory sync failed); not restarted";
 
 #[cfg(test)]
 mod tests {
@@ -79,6 +83,7 @@ mod tests {
             Exit::RestartFailed,
             Exit::AcceleratorUnavailable,
             Exit::Locked,
+            Exit::NotDurable,
         ];
         let listed: Vec<i32> = HELP_TABLE
             .lines()
@@ -87,6 +92,6 @@ mod tests {
             .collect();
         let codes: Vec<i32> = all.iter().map(|e| e.code()).collect();
         assert_eq!(listed, codes);
-        assert_eq!(codes, (0..11).collect::<Vec<_>>());
+        assert_eq!(codes, (0..12).collect::<Vec<_>>());
     }
 }

@@ -6,7 +6,9 @@
 //! is fsynced, and is renamed over the original; the directory is fsynced so
 //! the rename itself survives a power cut. The previous content is first
 //! saved beside it as `<name>.bak` the same way. A symlinked path is
-//! resolved and its target edited, so the link stays a link.
+//! resolved and its target edited, so the link stays a link. A directory
+//! sync that fails after the rename has its own error: the new file is in
+//! place, only its durability is not confirmed, so "unchanged" would be false.
 //!
 //! A file whose mode has no write bit for its owner is refused even when
 //! running as root: an operator or configuration tool that made it read-only
@@ -50,6 +52,11 @@ pub enum FileError {
     NotWritable { path: PathBuf, source: io::Error },
     #[error("{path}: write failed, file unchanged: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "{path}: the new file is in place, but syncing its directory failed, so the change \
+         may not survive a crash or power cut: {source}"
+    )]
+    NotDurable { path: PathBuf, source: io::Error },
     #[error("{0}: changed by another writer during the edit; file unchanged, run again")]
     ChangedMeanwhile(PathBuf),
     #[error(
@@ -195,6 +202,18 @@ fn kernel_allows_write(path: &Path) -> io::Result<()> {
 /// backup's path. Both temporary files are complete and the original is
 /// re-checked before either is renamed into place.
 pub fn replace(file: &Loaded, new: &[u8]) -> Result<PathBuf, FileError> {
+    replace_with(file, new, &sync_dir)
+}
+
+/// Syncs a directory, making renames in it durable; replaceable in tests,
+/// where a real failure cannot be produced.
+type SyncDir<'a> = &'a dyn Fn(&Path) -> io::Result<()>;
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn replace_with(file: &Loaded, new: &[u8], sync: SyncDir) -> Result<PathBuf, FileError> {
     check_writable(file)?;
     let attrs = Attrs::of(&file.meta);
     let backup = backup_path(&file.path);
@@ -204,15 +223,24 @@ pub fn replace(file: &Loaded, new: &[u8]) -> Result<PathBuf, FileError> {
         Ok(now) if same_file_state(&file.meta, &now) => {}
         _ => return Err(FileError::ChangedMeanwhile(file.path.clone())),
     }
-    staged_backup.commit().map_err(|e| classify(&backup, e))?;
+    // The file itself is untouched until its own rename, whatever happens here.
+    staged_backup.commit(sync).map_err(|e| match e {
+        Commit::Rename(e) | Commit::SyncDir(e) => classify(&backup, e),
+    })?;
     // Not yet: if this last rename fails, the refreshed backup (identical to
     // the unchanged file) has replaced any older one.
-    staged.commit().map_err(|e| classify(&file.path, e))?;
+    staged
+        .commit(sync)
+        .map_err(|e| commit_error(&file.path, e))?;
     Ok(backup)
 }
 
 /// Creates a new file (and missing parent directories).
 pub fn create(path: &Path, content: &[u8]) -> Result<(), FileError> {
+    create_with(path, content, &sync_dir)
+}
+
+fn create_with(path: &Path, content: &[u8], sync: SyncDir) -> Result<(), FileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| classify(dir, e))?;
     }
@@ -224,7 +252,7 @@ pub fn create(path: &Path, content: &[u8]) -> Result<(), FileError> {
     if fs::symlink_metadata(path).is_ok() {
         return Err(FileError::ChangedMeanwhile(path.to_path_buf()));
     }
-    staged.commit().map_err(|e| classify(path, e))
+    staged.commit(sync).map_err(|e| commit_error(path, e))
 }
 
 /// Replaces `path` with `content` through a temporary file and a rename,
@@ -264,6 +292,23 @@ fn classify(path: &Path, source: io::Error) -> FileError {
     }
 }
 
+fn commit_error(path: &Path, e: Commit) -> FileError {
+    match e {
+        Commit::Rename(source) => classify(path, source),
+        Commit::SyncDir(source) => FileError::NotDurable {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// Why a commit failed: before the rename the target is untouched; after
+/// it the new content is in place but may not be on disk.
+enum Commit {
+    Rename(io::Error),
+    SyncDir(io::Error),
+}
+
 /// A complete, fsynced temporary file waiting to be renamed over `target`;
 /// removed on drop unless committed.
 struct Staged {
@@ -274,10 +319,10 @@ struct Staged {
 impl Staged {
     /// Renames the file into place and syncs the directory, so the rename
     /// itself survives a power cut.
-    fn commit(self) -> io::Result<()> {
+    fn commit(self, sync: SyncDir) -> Result<(), Commit> {
         let dir = parent_dir(&self.target).to_path_buf();
-        self.rename()?;
-        File::open(dir)?.sync_all()
+        self.rename().map_err(Commit::Rename)?;
+        sync(&dir).map_err(Commit::SyncDir)
     }
 
     /// Renames the file into place; if that fails it is removed on drop.
@@ -446,6 +491,71 @@ mod tests {
         let err = replace(&loaded, b"new").unwrap_err();
         assert!(matches!(err, FileError::ChangedMeanwhile(_)), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"someone else's edit");
+    }
+
+    /// A directory sync that fails on the `nth` call (1-based), like a disk
+    /// returning EIO.
+    fn sync_failing_on(nth: usize) -> impl Fn(&Path) -> io::Result<()> {
+        let calls = std::cell::Cell::new(0);
+        move |dir| {
+            calls.set(calls.get() + 1);
+            if calls.get() == nth {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                sync_dir(dir)
+            }
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_failed_directory_sync_after_the_rename_says_the_file_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlaybd.json");
+        fs::write(&path, b"old").unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        // The first sync is the backup's, the second the file's.
+        let err = replace_with(&loaded, b"new", &sync_failing_on(2)).unwrap_err();
+        assert!(
+            matches!(&err, FileError::NotDurable { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("the new file is in place"), "{msg}");
+        assert!(!msg.contains("unchanged"), "{msg}");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read(backup_path(&path)).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["overlaybd.json", "overlaybd.json.bak"]);
+    }
+
+    #[test]
+    fn a_failed_sync_of_the_backup_leaves_the_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlaybd.json");
+        fs::write(&path, b"old").unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        let err = replace_with(&loaded, b"new", &sync_failing_on(1)).unwrap_err();
+        assert!(matches!(err, FileError::Write { .. }), "{err:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["overlaybd.json", "overlaybd.json.bak"]);
+    }
+
+    #[test]
+    fn a_failed_directory_sync_after_creating_says_the_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlaybd.json");
+        let err = create_with(&path, b"{}", &sync_failing_on(1)).unwrap_err();
+        assert!(matches!(err, FileError::NotDurable { .. }), "{err:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+        assert_eq!(names(dir.path()), ["overlaybd.json"]);
     }
 
     #[test]

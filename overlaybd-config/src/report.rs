@@ -31,7 +31,7 @@ pub fn print(result: &Result<Outcome, Error>, json: bool) -> Exit {
     } else {
         match result {
             Ok(Outcome::Change(c)) => change_text(c),
-            Err(Error::RestartFailed(c, _)) => change_text(c),
+            Err(Error::RestartFailed(c, _) | Error::NotDurable(c, _)) => change_text(c),
             Ok(Outcome::Status(s)) => status_text(s),
             Err(_) => String::new(),
         }
@@ -54,7 +54,7 @@ fn render_json(result: &Result<Outcome, Error>, exit: Exit) -> String {
     }
     let body = match result {
         Ok(Outcome::Change(c)) => to_value(c),
-        Err(Error::RestartFailed(c, _)) => to_value(c),
+        Err(Error::RestartFailed(c, _) | Error::NotDurable(c, _)) => to_value(c),
         Ok(Outcome::Status(s)) => to_value(s),
         Err(_) => Value::Null,
     };
@@ -129,7 +129,7 @@ fn pending_text(c: &ChangeReport) -> String {
         return String::new();
     }
     format!(
-        "restart pending: overlaybd was not restarted after an earlier change ({}); \
+        "restart pending: overlaybd has not been restarted since the file was written ({}); \
          a run with --restart restarts it\n",
         pending::path(&c.config).display()
     )
