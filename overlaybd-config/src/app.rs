@@ -25,6 +25,7 @@ use crate::document::{Document, DocumentError, P2pState};
 use crate::edit::{self, Desired, EditError};
 use crate::exit::Exit;
 use crate::file::{self, FileError};
+use crate::lock;
 use crate::pending;
 use crate::probe::{self, Health, Reachability};
 use crate::restart::{self, Restart};
@@ -244,7 +245,7 @@ fn change(
     want: &Desired,
     args: &ChangeArgs,
 ) -> Result<ChangeReport, Error> {
-    let lock = file::lock_dir(path)?;
+    let lock = lock::lock_dir(path)?;
     let loaded = file::load(path)?;
     if loaded.is_none() && !args.create {
         return Err(FileError::Missing {

@@ -18,25 +18,15 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use thiserror::Error;
 
 /// Mode of a file created with `--create`.
 pub const CREATE_MODE: u32 = 0o644;
-
-/// How long a run waits for the directory lock. A run holds it only from
-/// its read to its write, well under a second, so a holder past this is
-/// stuck; giving up lets the next run (or the operator) see that instead of
-/// every later run hanging behind it.
-pub const LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// How often a waiting run tries the lock again.
-const LOCK_RETRY: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Error)]
 pub enum FileError {
@@ -111,58 +101,6 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, FileError> {
         bytes,
         meta,
     }))
-}
-
-/// Held while one run reads, edits and writes, so two runs of this tool
-/// (say a configuration-management agent and an operator) cannot interleave.
-/// Editors that do not take it are caught by the re-check before the rename.
-#[derive(Debug)]
-pub struct DirLock {
-    _dir: File,
-}
-
-/// Takes an exclusive `flock` on the directory holding `path` (after
-/// resolving symlinks), waiting up to [`LOCK_WAIT`] for another holder;
-/// `None` when that directory does not exist yet.
-pub fn lock_dir(path: &Path) -> Result<Option<DirLock>, FileError> {
-    lock_dir_within(path, LOCK_WAIT)
-}
-
-fn lock_dir_within(path: &Path, wait: Duration) -> Result<Option<DirLock>, FileError> {
-    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = parent_dir(&real);
-    let read_err = |source| FileError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let f = match File::open(dir) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_err(e)),
-    };
-    // A blocking flock would wait forever behind a stuck holder.
-    let deadline = Instant::now() + wait;
-    loop {
-        // SAFETY: flock on a file descriptor owned by `f`, which outlives the call.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(DirLock { _dir: f }));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => {}
-            Some(libc::EINTR) => continue,
-            _ => return Err(read_err(e)),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(FileError::Locked {
-                dir: dir.to_path_buf(),
-                waited: wait,
-            });
-        }
-        tracing::debug!(dir = %dir.display(), "directory locked by another process; waiting");
-        std::thread::sleep(LOCK_RETRY.min(left));
-    }
 }
 
 /// Where the previous content is kept.
@@ -346,7 +284,7 @@ impl Drop for Staged {
     }
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -386,60 +324,6 @@ fn same_file_state(a: &Metadata, b: &Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dir_lock_is_exclusive_and_released_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("overlaybd.json");
-        let try_lock = || {
-            let f = File::open(dir.path()).unwrap();
-            // SAFETY: flock on a descriptor owned by `f`.
-            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-        };
-        let held = lock_dir(&path).unwrap().expect("directory exists");
-        assert!(!try_lock(), "second lock must fail while held");
-        drop(held);
-        assert!(try_lock());
-        assert!(lock_dir(&dir.path().join("no/such/file"))
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn a_held_lock_is_given_up_on_after_the_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("overlaybd.json");
-        let held = lock_dir(&path).unwrap().expect("directory exists");
-        let wait = Duration::from_millis(300);
-        let started = Instant::now();
-        let err = lock_dir_within(&path, wait).unwrap_err();
-        assert!(started.elapsed() >= wait, "gave up early");
-        assert!(matches!(&err, FileError::Locked { dir: d, .. } if d == dir.path()));
-        assert!(err
-            .to_string()
-            .contains("still locked by another process after 0.3s"));
-        drop(held);
-        assert!(lock_dir_within(&path, wait).unwrap().is_some());
-    }
-
-    #[test]
-    fn a_lock_released_during_the_wait_is_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("overlaybd.json");
-        let held = lock_dir(&path).unwrap().expect("directory exists");
-        let started = Instant::now();
-        let waiter = {
-            let path = path.clone();
-            std::thread::spawn(move || lock_dir_within(&path, Duration::from_secs(30)))
-        };
-        // The waiter cannot have the lock before this drop, however the
-        // threads are scheduled.
-        std::thread::sleep(Duration::from_millis(200));
-        drop(held);
-        let lock = waiter.join().unwrap().unwrap();
-        assert!(lock.is_some());
-        assert!(started.elapsed() >= Duration::from_millis(200));
-    }
 
     #[test]
     fn replace_keeps_mode_and_writes_backup() {
