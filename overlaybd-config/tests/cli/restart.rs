@@ -160,6 +160,7 @@ fn a_retry_after_a_failed_restart_restarts_though_nothing_changes() {
     );
 }
 
+/// With no restart pending, a run that changes nothing does not restart.
 #[test]
 fn no_restart_without_a_change_or_on_a_dry_run() {
     let node = shipped();
@@ -170,6 +171,7 @@ fn no_restart_without_a_change_or_on_a_dry_run() {
     assert_eq!(node.run(&["enable", "--restart"]).code, 0);
     assert_eq!(node.run(&["enable", "--restart"]).code, 0);
     assert_eq!(node.calls("systemctl"), ["restart overlaybd-tcmu"]);
+    assert!(!node.marker().exists());
 }
 
 #[test]
@@ -250,10 +252,7 @@ fn dry_runs_and_runs_without_restart_only_report_a_pending_restart() {
         json.push("--json");
         assert_eq!(node.run(&json).json()["restart_pending"], true, "{args:?}");
     }
-    assert!(
-        node.calls("systemctl").len() == 1,
-        "only the failed run restarted"
-    );
+    assert_eq!(node.calls("systemctl").len(), 1, "only the failed run");
     assert_eq!(
         (marker(), node.snapshot()),
         before,
