@@ -16,6 +16,10 @@ pub const DEFAULT_CONFIG: &str = "/etc/overlaybd/overlaybd.json";
 /// Seconds `status` waits for a connect or an answer.
 pub const DEFAULT_STATUS_TIMEOUT_SECS: u64 = 3;
 
+/// Longest `--timeout` accepted. A zero timeout cannot be set on a socket,
+/// and one longer than an hour is a typo rather than a wish.
+pub const MAX_STATUS_TIMEOUT_SECS: u64 = 3600;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "overlaybd-p2p",
@@ -52,12 +56,29 @@ pub enum Command {
     /// Show p2pConfig and check the accelerator the way overlaybd would.
     Status {
         /// Seconds to wait for the TCP connect and the health answer.
-        #[arg(long, default_value_t = DEFAULT_STATUS_TIMEOUT_SECS)]
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = DEFAULT_STATUS_TIMEOUT_SECS,
+            value_parser = parse_timeout
+        )]
         timeout: u64,
         /// PEM file of a CA trusted, besides the system roots, for an https:// accelerator.
         #[arg(long, value_name = "PATH")]
         cacert: Option<PathBuf>,
     },
+}
+
+/// Rejected values become usage errors naming the flag and the value.
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    let secs: u64 = s
+        .parse()
+        .map_err(|_| "not a whole number of seconds".to_string())?;
+    if (1..=MAX_STATUS_TIMEOUT_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("must be 1 to {MAX_STATUS_TIMEOUT_SECS} seconds"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +120,29 @@ mod tests {
                 assert!(!change.restart && !change.dry_run && !change.create);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_timeout_must_be_one_second_to_an_hour() {
+        let timeout = |v: &str| {
+            let flag = format!("--timeout={v}");
+            Cli::try_parse_from(["overlaybd-p2p", "status", &flag]).map(|c| c.command)
+        };
+        for ok in ["1", "3", "3600"] {
+            match timeout(ok) {
+                Ok(Command::Status { timeout, .. }) => assert_eq!(timeout.to_string(), ok),
+                other => panic!("{ok}: {other:?}"),
+            }
+        }
+        for bad in ["0", "3601", "-1", "1.5", "", "18446744073709551615"] {
+            let err = timeout(bad).expect_err(bad);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("--timeout") && msg.contains(&format!("'{bad}'")),
+                "{msg}"
+            );
         }
     }
 }

@@ -15,8 +15,9 @@ pub enum Exit {
     Ok = 0,
     /// Any other failure, e.g. the file cannot be read.
     Failure = 1,
-    /// Unknown command or flag (reported by the argument parser), or a
-    /// `--cacert` file that cannot be read or holds no usable certificate.
+    /// Unknown command or flag or a bad flag value such as `--timeout 0`
+    /// (reported by the argument parser), or a `--cacert` file that cannot
+    /// be read or holds no usable certificate.
     Usage = 2,
     /// `--address` is not a usable accelerator address.
     InvalidAddress = 3,
@@ -29,10 +30,17 @@ pub enum Exit {
     NotWritable = 6,
     /// Writing failed midway or the file changed meanwhile; file unchanged.
     WriteFailed = 7,
-    /// The file was written but overlaybd could not be restarted.
+    /// overlaybd could not be restarted after a write, or when retrying a
+    /// pending restart; the restart stays pending.
     RestartFailed = 8,
     /// `status`: P2P is on but overlaybd would not get a healthy accelerator.
     AcceleratorUnavailable = 9,
+    /// Another process held the directory lock for longer than a run waits;
+    /// file unchanged.
+    Locked = 10,
+    /// The new file is in place but syncing its directory failed, so it may
+    /// not survive a crash; overlaybd was not restarted.
+    NotDurable = 11,
 }
 
 impl Exit {
@@ -46,14 +54,16 @@ pub const HELP_TABLE: &str = "\
 Exit status:
   0  done, or nothing to change; status: P2P off, or on and healthy
   1  other failure (e.g. the file cannot be read)
-  2  usage error (unknown command or flag, unusable --cacert file)
+  2  usage error (unknown command or flag, --timeout not 1-3600, unusable --cacert)
   3  invalid --address (needs http:// or https://, numeric port)
   4  config file missing (pass --create)
   5  config file invalid (malformed JSON, not an object, duplicate keys)
   6  config file not writable (read-only mode, filesystem or permissions)
   7  write failed; the file is unchanged
-  8  file updated but the restart of overlaybd failed
-  9  status: P2P on but the accelerator is unreachable or unhealthy (TLS included)";
+  8  restart of overlaybd failed (after a write or a pending one); still pending
+  9  status: P2P on but the accelerator is unreachable or unhealthy (TLS included)
+ 10  another process held the lock on the config's directory too long; file unchanged
+ 11  file updated but not confirmed on disk (directory sync failed); not restarted";
 
 #[cfg(test)]
 mod tests {
@@ -72,6 +82,8 @@ mod tests {
             Exit::WriteFailed,
             Exit::RestartFailed,
             Exit::AcceleratorUnavailable,
+            Exit::Locked,
+            Exit::NotDurable,
         ];
         let listed: Vec<i32> = HELP_TABLE
             .lines()
@@ -80,6 +92,6 @@ mod tests {
             .collect();
         let codes: Vec<i32> = all.iter().map(|e| e.code()).collect();
         assert_eq!(listed, codes);
-        assert_eq!(codes, (0..10).collect::<Vec<_>>());
+        assert_eq!(codes, (0..12).collect::<Vec<_>>());
     }
 }

@@ -6,7 +6,9 @@
 //! is fsynced, and is renamed over the original; the directory is fsynced so
 //! the rename itself survives a power cut. The previous content is first
 //! saved beside it as `<name>.bak` the same way. A symlinked path is
-//! resolved and its target edited, so the link stays a link.
+//! resolved and its target edited, so the link stays a link. A directory
+//! sync that fails after the rename has its own error: the new file is in
+//! place, only its durability is not confirmed, so "unchanged" would be false.
 //!
 //! A file whose mode has no write bit for its owner is refused even when
 //! running as root: an operator or configuration tool that made it read-only
@@ -16,10 +18,10 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -40,8 +42,20 @@ pub enum FileError {
     NotWritable { path: PathBuf, source: io::Error },
     #[error("{path}: write failed, file unchanged: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "{path}: the new file is in place, but syncing its directory failed, so the change \
+         may not survive a crash or power cut: {source}"
+    )]
+    NotDurable { path: PathBuf, source: io::Error },
     #[error("{0}: changed by another writer during the edit; file unchanged, run again")]
     ChangedMeanwhile(PathBuf),
+    #[error(
+        "{}: still locked by another process after {}s (a stuck overlaybd-p2p run?); \
+         file unchanged, try again",
+        .dir.display(),
+        .waited.as_secs_f64()
+    )]
+    Locked { dir: PathBuf, waited: Duration },
 }
 
 fn create_hint(can_create: bool) -> &'static str {
@@ -89,35 +103,6 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, FileError> {
     }))
 }
 
-/// Held while one run reads, edits and writes, so two runs of this tool
-/// (say a configuration-management agent and an operator) cannot interleave.
-/// Editors that do not take it are caught by the re-check before the rename.
-#[derive(Debug)]
-pub struct DirLock {
-    _dir: File,
-}
-
-/// Takes an exclusive `flock` on the directory holding `path` (after
-/// resolving symlinks); `None` when that directory does not exist yet.
-pub fn lock_dir(path: &Path) -> Result<Option<DirLock>, FileError> {
-    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = parent_dir(&real);
-    let read_err = |source| FileError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let f = match File::open(dir) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_err(e)),
-    };
-    // SAFETY: flock on a file descriptor owned by `f`, which outlives the call.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(read_err(io::Error::last_os_error()));
-    }
-    Ok(Some(DirLock { _dir: f }))
-}
-
 /// Where the previous content is kept.
 pub fn backup_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -155,6 +140,18 @@ fn kernel_allows_write(path: &Path) -> io::Result<()> {
 /// backup's path. Both temporary files are complete and the original is
 /// re-checked before either is renamed into place.
 pub fn replace(file: &Loaded, new: &[u8]) -> Result<PathBuf, FileError> {
+    replace_with(file, new, &sync_dir)
+}
+
+/// Syncs a directory, making renames in it durable; replaceable in tests,
+/// where a real failure cannot be produced.
+type SyncDir<'a> = &'a dyn Fn(&Path) -> io::Result<()>;
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn replace_with(file: &Loaded, new: &[u8], sync: SyncDir) -> Result<PathBuf, FileError> {
     check_writable(file)?;
     let attrs = Attrs::of(&file.meta);
     let backup = backup_path(&file.path);
@@ -164,15 +161,24 @@ pub fn replace(file: &Loaded, new: &[u8]) -> Result<PathBuf, FileError> {
         Ok(now) if same_file_state(&file.meta, &now) => {}
         _ => return Err(FileError::ChangedMeanwhile(file.path.clone())),
     }
-    staged_backup.commit().map_err(|e| classify(&backup, e))?;
+    // The file itself is untouched until its own rename, whatever happens here.
+    staged_backup.commit(sync).map_err(|e| match e {
+        Commit::Rename(e) | Commit::SyncDir(e) => classify(&backup, e),
+    })?;
     // Not yet: if this last rename fails, the refreshed backup (identical to
     // the unchanged file) has replaced any older one.
-    staged.commit().map_err(|e| classify(&file.path, e))?;
+    staged
+        .commit(sync)
+        .map_err(|e| commit_error(&file.path, e))?;
     Ok(backup)
 }
 
 /// Creates a new file (and missing parent directories).
 pub fn create(path: &Path, content: &[u8]) -> Result<(), FileError> {
+    create_with(path, content, &sync_dir)
+}
+
+fn create_with(path: &Path, content: &[u8], sync: SyncDir) -> Result<(), FileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| classify(dir, e))?;
     }
@@ -184,7 +190,19 @@ pub fn create(path: &Path, content: &[u8]) -> Result<(), FileError> {
     if fs::symlink_metadata(path).is_ok() {
         return Err(FileError::ChangedMeanwhile(path.to_path_buf()));
     }
-    staged.commit().map_err(|e| classify(path, e))
+    staged.commit(sync).map_err(|e| commit_error(path, e))
+}
+
+/// Replaces `path` with `content` through a temporary file and a rename,
+/// so a reader sees the old file or the new one, never a part. The rename
+/// is not synced to disk: for small files of this tool's own whose loss in
+/// a crash is harmless (the restart-pending marker).
+pub fn put(path: &Path, content: &[u8]) -> io::Result<()> {
+    let attrs = Attrs {
+        mode: CREATE_MODE,
+        owner: None,
+    };
+    stage(path, content, attrs)?.rename()
 }
 
 #[derive(Clone, Copy)]
@@ -212,6 +230,23 @@ fn classify(path: &Path, source: io::Error) -> FileError {
     }
 }
 
+fn commit_error(path: &Path, e: Commit) -> FileError {
+    match e {
+        Commit::Rename(source) => classify(path, source),
+        Commit::SyncDir(source) => FileError::NotDurable {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// Why a commit failed: before the rename the target is untouched; after
+/// it the new content is in place but may not be on disk.
+enum Commit {
+    Rename(io::Error),
+    SyncDir(io::Error),
+}
+
 /// A complete, fsynced temporary file waiting to be renamed over `target`;
 /// removed on drop unless committed.
 struct Staged {
@@ -220,15 +255,24 @@ struct Staged {
 }
 
 impl Staged {
-    fn commit(mut self) -> io::Result<()> {
+    /// Renames the file into place and syncs the directory, so the rename
+    /// itself survives a power cut.
+    fn commit(self, sync: SyncDir) -> Result<(), Commit> {
+        let dir = parent_dir(&self.target).to_path_buf();
+        self.rename().map_err(Commit::Rename)?;
+        sync(&dir).map_err(Commit::SyncDir)
+    }
+
+    /// Renames the file into place; if that fails it is removed on drop.
+    fn rename(mut self) -> io::Result<()> {
         let Some(tmp) = self.tmp.take() else {
             return Ok(());
         };
-        if let Err(e) = fs::rename(&tmp, &self.target) {
+        let renamed = fs::rename(&tmp, &self.target);
+        if renamed.is_err() {
             self.tmp = Some(tmp);
-            return Err(e);
         }
-        File::open(parent_dir(&self.target))?.sync_all()
+        renamed
     }
 }
 
@@ -240,7 +284,7 @@ impl Drop for Staged {
     }
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -280,24 +324,6 @@ fn same_file_state(a: &Metadata, b: &Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dir_lock_is_exclusive_and_released_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("overlaybd.json");
-        let try_lock = || {
-            let f = File::open(dir.path()).unwrap();
-            // SAFETY: flock on a descriptor owned by `f`.
-            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-        };
-        let held = lock_dir(&path).unwrap().expect("directory exists");
-        assert!(!try_lock(), "second lock must fail while held");
-        drop(held);
-        assert!(try_lock());
-        assert!(lock_dir(&dir.path().join("no/such/file"))
-            .unwrap()
-            .is_none());
-    }
 
     #[test]
     fn replace_keeps_mode_and_writes_backup() {
@@ -349,6 +375,71 @@ mod tests {
         let err = replace(&loaded, b"new").unwrap_err();
         assert!(matches!(err, FileError::ChangedMeanwhile(_)), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"someone else's edit");
+    }
+
+    /// A directory sync that fails on the `nth` call (1-based), like a disk
+    /// returning EIO.
+    fn sync_failing_on(nth: usize) -> impl Fn(&Path) -> io::Result<()> {
+        let calls = std::cell::Cell::new(0);
+        move |dir| {
+            calls.set(calls.get() + 1);
+            if calls.get() == nth {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                sync_dir(dir)
+            }
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_failed_directory_sync_after_the_rename_says_the_file_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlaybd.json");
+        fs::write(&path, b"old").unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        // The first sync is the backup's, the second the file's.
+        let err = replace_with(&loaded, b"new", &sync_failing_on(2)).unwrap_err();
+        assert!(
+            matches!(&err, FileError::NotDurable { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("the new file is in place"), "{msg}");
+        assert!(!msg.contains("unchanged"), "{msg}");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read(backup_path(&path)).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["overlaybd.json", "overlaybd.json.bak"]);
+    }
+
+    #[test]
+    fn a_failed_sync_of_the_backup_leaves_the_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlaybd.json");
+        fs::write(&path, b"old").unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        let err = replace_with(&loaded, b"new", &sync_failing_on(1)).unwrap_err();
+        assert!(matches!(err, FileError::Write { .. }), "{err:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["overlaybd.json", "overlaybd.json.bak"]);
+    }
+
+    #[test]
+    fn a_failed_directory_sync_after_creating_says_the_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlaybd.json");
+        let err = create_with(&path, b"{}", &sync_failing_on(1)).unwrap_err();
+        assert!(matches!(err, FileError::NotDurable { .. }), "{err:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+        assert_eq!(names(dir.path()), ["overlaybd.json"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::app::{ChangeReport, Error, Outcome, StatusReport, Verdict};
 use crate::document::P2pState;
 use crate::exit::Exit;
+use crate::pending;
 use crate::probe::{Health, HealthOutcome};
 
 /// Prints the result and returns the exit status to end with.
@@ -30,7 +31,7 @@ pub fn print(result: &Result<Outcome, Error>, json: bool) -> Exit {
     } else {
         match result {
             Ok(Outcome::Change(c)) => change_text(c),
-            Err(Error::RestartFailed(c, _)) => change_text(c),
+            Err(Error::RestartFailed(c, _) | Error::NotDurable(c, _)) => change_text(c),
             Ok(Outcome::Status(s)) => status_text(s),
             Err(_) => String::new(),
         }
@@ -53,7 +54,7 @@ fn render_json(result: &Result<Outcome, Error>, exit: Exit) -> String {
     }
     let body = match result {
         Ok(Outcome::Change(c)) => to_value(c),
-        Err(Error::RestartFailed(c, _)) => to_value(c),
+        Err(Error::RestartFailed(c, _) | Error::NotDurable(c, _)) => to_value(c),
         Ok(Outcome::Status(s)) => to_value(s),
         Err(_) => Value::Null,
     };
@@ -94,6 +95,7 @@ fn change_text(c: &ChangeReport) -> String {
         } else {
             out.push_str(&format!("{path}: already {p2p}; nothing to do\n"));
         }
+        out.push_str(&pending_text(c));
         return out;
     }
     match (c.changed, c.created, &c.backup) {
@@ -105,10 +107,32 @@ fn change_text(c: &ChangeReport) -> String {
         )),
         (true, false, None) => out.push_str(&format!("{path}: set {p2p}\n")),
     }
-    if let Some(r) = c.restart.as_ref().filter(|r| r.ok) {
-        out.push_str(&format!("restarted {}: {}\n", r.service, r.summary()));
+    match c.restart.as_ref().filter(|r| r.ok) {
+        Some(r) if c.changed => {
+            out.push_str(&format!("restarted {}: {}\n", r.service, r.summary()));
+        }
+        Some(r) => out.push_str(&format!(
+            "restarted {} (pending from an earlier run): {}\n",
+            r.service,
+            r.summary()
+        )),
+        None => {}
     }
+    out.push_str(&pending_text(c));
     out
+}
+
+/// A line about a restart still owed, unless this run just attempted it
+/// (a failed attempt is explained by the error message).
+fn pending_text(c: &ChangeReport) -> String {
+    if !c.restart_pending || c.restart.is_some() {
+        return String::new();
+    }
+    format!(
+        "restart pending: overlaybd has not been restarted since the file was written ({}); \
+         a run with --restart restarts it\n",
+        pending::path(&c.config).display()
+    )
 }
 
 /// The `health:` line, plus a `tls:` line for https and a `hint:` line when
@@ -156,6 +180,13 @@ fn status_text(s: &StatusReport) -> String {
     }
     if let Some(h) = &s.health {
         out.push_str(&health_text(h));
+    }
+    if s.restart_pending {
+        out.push_str(&format!(
+            "restart:    pending; overlaybd was not restarted after the last change ({}), \
+             so it may run on older settings; rerun enable or disable with --restart\n",
+            pending::path(&s.config).display()
+        ));
     }
     let verdict = match s.verdict {
         Verdict::Disabled => "P2P disabled; overlaybd reads from its own cache and the registry",

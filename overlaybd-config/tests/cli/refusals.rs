@@ -1,9 +1,12 @@
 //! Every refusal: a clear message, its own exit status, and the file left
 //! exactly as it was (bytes, mtime, inode, mode, and no new files beside it).
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::support::{fixture, Node};
 
@@ -95,26 +98,123 @@ fn read_only_mode_is_refused_even_for_root() {
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
-/// `chattr +i` makes even root's rename fail; cleared again on drop so the
-/// temp dir can be removed.
-struct Immutable<'a>(&'a std::path::Path);
+/// The inode flag `chattr +i` sets; libc does not export it.
+const FS_IMMUTABLE_FL: libc::c_int = 0x10;
 
-impl Drop for Immutable<'_> {
+/// The file's inode flags (`lsattr`).
+fn inode_flags(f: &File) -> io::Result<libc::c_int> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: the ioctl writes one int through a pointer to a live local, on
+    // a descriptor owned by `f`.
+    match unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } {
+        0 => Ok(flags),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+fn set_inode_flags(f: &File, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: the ioctl reads one int through a pointer to a live local, on a
+    // descriptor owned by `f`.
+    match unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// The errors of a filesystem that keeps no inode flags or not this one.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EOPNOTSUPP))
+}
+
+/// The immutable flag, set through the same ioctl `chattr +i` uses, so the
+/// test does not depend on e2fsprogs being installed. Cleared on drop so the
+/// temp dir can be removed.
+struct Immutable(File);
+
+impl Immutable {
+    /// `None` when the filesystem does not support the flag; any other
+    /// failure (no `CAP_LINUX_IMMUTABLE`, say) fails the test.
+    fn set(path: &Path) -> Option<Immutable> {
+        let f = File::open(path).unwrap();
+        let what = |step: &str, e: io::Error| -> Option<Immutable> {
+            if unsupported(&e) {
+                eprintln!(
+                    "SKIPPED: the filesystem of {} does not support the immutable flag \
+                     ({step}: {e}); the read-only mode test covers the refusal",
+                    path.display()
+                );
+                return None;
+            }
+            panic!(
+                "cannot set the immutable flag on {} ({step}: {e}); this test needs \
+                 root (CAP_LINUX_IMMUTABLE)",
+                path.display()
+            );
+        };
+        let flags = match inode_flags(&f) {
+            Ok(flags) => flags,
+            Err(e) => return what("FS_IOC_GETFLAGS", e),
+        };
+        if let Err(e) = set_inode_flags(&f, flags | FS_IMMUTABLE_FL) {
+            return what("FS_IOC_SETFLAGS", e);
+        }
+        let now = inode_flags(&f).unwrap();
+        assert_ne!(now & FS_IMMUTABLE_FL, 0, "immutable flag did not stick");
+        Some(Immutable(f))
+    }
+}
+
+impl Drop for Immutable {
     fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        let cleared = inode_flags(&self.0)
+            .and_then(|flags| set_inode_flags(&self.0, flags & !FS_IMMUTABLE_FL));
+        if let Err(e) = cleared {
+            eprintln!("could not clear the immutable flag; the temp dir stays: {e}");
+        }
     }
 }
 
 #[test]
 fn immutable_file_is_refused_when_the_filesystem_supports_it() {
     let node = Node::with(&fixture("overlaybd-shipped.json"));
-    let set = Command::new("chattr").arg("+i").arg(&node.config).status();
-    if !set.is_ok_and(|s| s.success()) {
-        eprintln!("chattr +i unavailable here; the read-only mode test covers refusal");
+    let Some(_immutable) = Immutable::set(&node.config) else {
         return;
-    }
-    let _guard = Immutable(&node.config);
+    };
+    // The kernel refuses even root, and even a dry run says so.
+    assert!(OpenOptions::new().append(true).open(&node.config).is_err());
     refused(&node, &["enable"], 6, "not writable");
+    refused(&node, &["enable", "--dry-run"], 6, "not writable");
+}
+
+#[test]
+fn a_lock_held_too_long_is_refused_after_a_bounded_wait() {
+    let node = Node::with(&fixture("overlaybd-shipped.json"));
+    let dir = File::open(node.config.parent().unwrap()).unwrap();
+    // SAFETY: flock on a descriptor owned by `dir`, which outlives the call.
+    let held = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(held, 0, "{}", io::Error::last_os_error());
+    let before = node.snapshot();
+    let started = Instant::now();
+    let run = node.run(&["enable", "--json"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "waited 5s first"
+    );
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("still locked by another process after 5s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["error"], "locked");
+    assert_eq!(node.snapshot(), before);
+    drop(dir);
+    assert_eq!(
+        node.run(&["enable"]).code,
+        0,
+        "released: the run goes ahead"
+    );
 }
 
 #[test]

@@ -105,3 +105,24 @@ fn missing_address_is_checked_at_overlaybds_built_in_default() {
     let text = node.run(&["status"]).stdout;
     assert!(text.contains("built-in default"), "{text}");
 }
+
+#[test]
+fn zero_or_huge_timeout_is_a_usage_error_not_a_verdict() {
+    let acc = Accelerator::start("200 OK");
+    let node = node_with(true, &format!("http://127.0.0.1:{}/accelerator", acc.port));
+    for bad in ["0", "3601", "18446744073709551615"] {
+        for json in [false, true] {
+            let mut args = vec!["status", "--timeout", bad];
+            if json {
+                args.push("--json");
+            }
+            let run = node.run(&args);
+            assert_eq!(run.code, 2, "{args:?}: {}{}", run.stdout, run.stderr);
+            assert!(run.stdout.is_empty(), "no verdict: {}", run.stdout);
+            let flag_and_value = format!("'{bad}' for '--timeout <SECS>'");
+            assert!(run.stderr.contains(&flag_and_value), "{}", run.stderr);
+            assert!(run.stderr.contains("1 to 3600 seconds"), "{}", run.stderr);
+        }
+    }
+    assert!(acc.requests().is_empty(), "nothing was checked");
+}

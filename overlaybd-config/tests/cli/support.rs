@@ -4,13 +4,21 @@
 //! and never restarts a real service.
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
 
 use tempfile::TempDir;
 
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:65001/accelerator";
+
+/// Longest a run may take: a run that hangs fails its test instead of
+/// stalling the suite.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,15 +78,35 @@ impl Node {
         }
     }
 
+    /// Runs the tool on this node; a run still going after [`RUN_LIMIT`] is
+    /// killed and fails the test.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_overlaybd-p2p"))
+        let child = Command::new(env!("CARGO_BIN_EXE_overlaybd-p2p"))
             .args(args)
             .arg("--config")
             .arg(&self.config)
             .env_clear()
             .env("PATH", &self.bin)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        let pid = child.id();
+        let (done, wait) = mpsc::channel();
+        thread::spawn(move || done.send(child.wait_with_output()));
+        let out = match wait.recv_timeout(RUN_LIMIT) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                // SAFETY: a plain signal to the child spawned above, which is
+                // still running and so not reaped, barring an exit just now.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                let out = wait.recv().unwrap().unwrap();
+                let mut stderr = String::new();
+                out.stderr.as_slice().read_to_string(&mut stderr).unwrap();
+                panic!("{args:?} still running after {RUN_LIMIT:?}, killed: {stderr}");
+            }
+        };
         Run {
             code: out.status.code().expect("exited normally"),
             stdout: String::from_utf8(out.stdout).unwrap(),
@@ -100,6 +128,13 @@ impl Node {
     pub fn backup(&self) -> PathBuf {
         let mut p = self.config.clone().into_os_string();
         p.push(".bak");
+        p.into()
+    }
+
+    /// The restart-pending marker beside the config file.
+    pub fn marker(&self) -> PathBuf {
+        let mut p = self.config.clone().into_os_string();
+        p.push(".restart-pending");
         p.into()
     }
 
