@@ -42,7 +42,7 @@ pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Re
         (Routes::Service, "/status") => status(&app),
         (Routes::Service, p) if p.starts_with(PREFIX) => {
             let url = upstream_url(&req);
-            answer(accelerate(&app, req, url, started).await)
+            read(&app, req, Ok(url), started).await
         }
         (Routes::Service, p) if mirror::is_base(p) => {
             let mut resp = text(StatusCode::OK, "application/json", "{}");
@@ -53,30 +53,61 @@ pub async fn handle(app: Arc<App>, routes: Routes, req: Request<Incoming>) -> Re
             resp
         }
         (Routes::Service, p) if p.starts_with("/v2/") => {
-            match mirror::upstream_url(&app.mirror, p, req.uri().query()) {
-                Ok(url) => answer(accelerate(&app, req, url, started).await),
-                Err(e) => answer(Err(e)),
-            }
+            let url = mirror::upstream_url(&app.mirror, p, req.uri().query());
+            read(&app, req, url, started).await
         }
         _ => ApiError::NotFound.into_response(),
     };
     // A streamed body is counted when it ends, so its duration runs to the last byte.
     if resp.extensions().get::<Streamed>().is_none() {
-        app.engine
-            .telemetry()
-            .request_done(resp.status().as_u16(), started.elapsed());
+        let telemetry = app.engine.telemetry();
+        telemetry.request_done(resp.status().as_u16(), started.elapsed());
+        if routes == Routes::Service {
+            telemetry.record(Kind::Http, 0, started.elapsed());
+        }
     }
     resp
 }
 
-fn answer(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+/// A blob read through either front (the accelerator endpoint, the mirror); a read that
+/// fails is a `pread` operation too, with its audit line's size -1.
+async fn read(
+    app: &App,
+    req: Request<Incoming>,
+    url: Result<String, ApiError>,
+    started: Instant,
+) -> Response<Body> {
+    let offset = requested_offset(&req);
+    let shown = match &url {
+        Ok(url) => crate::telemetry::redact_url(url),
+        Err(_) => crate::telemetry::redact_url(req.uri().path()),
+    };
+    let result = match url {
+        Ok(url) => accelerate(app, req, url, started).await,
+        Err(e) => Err(e),
+    };
     match result {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(status = e.status().as_u16(), error = %e, "request refused");
+            let telemetry = app.engine.telemetry();
+            let elapsed = started.elapsed();
+            telemetry.record(Kind::Pread, 0, elapsed);
+            telemetry.audit(AuditOp::HttpPread, &shown, offset, -1, elapsed);
             e.into_response()
         }
     }
+}
+
+/// Where the request's Range starts, for the audit line of a read that failed; 0 without
+/// one or when it does not say.
+fn requested_offset(req: &Request<Incoming>) -> u64 {
+    req.headers()
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| range::parse(v).ok())
+        .and_then(|spec| spec.first())
+        .unwrap_or(0)
 }
 
 /// Marks a response whose body records the request itself (see [`Recorded`]).
@@ -179,7 +210,7 @@ async fn accelerate(
         Some(span) if !head => {
             resp = resp.extension(Streamed);
             let mut recorded = Recorded {
-                status: Some(status.as_u16()),
+                status: status.as_u16(),
                 inner: engine.read(blob.clone(), span),
                 telemetry: engine.telemetry().clone(),
                 pathname: blob.shown.clone(),
@@ -195,8 +226,8 @@ async fn accelerate(
             let first = match recorded.next().await {
                 Some(Ok(data)) => data,
                 Some(Err(e)) => {
-                    // The error answer is counted by `handle` like any other.
-                    recorded.status = None;
+                    // The error answer is counted and audited like any other failed read.
+                    recorded.recorded = true;
                     return Err(e.into());
                 }
                 None => Bytes::new(),
@@ -205,13 +236,11 @@ async fn accelerate(
             StreamBody::new(first.chain(recorded.map(|r| r.map(Frame::data)))).boxed_unsync()
         }
         _ => {
-            engine.telemetry().audit(
-                AuditOp::HttpPread,
-                &blob.shown,
-                span.map(|s| s.start).unwrap_or(0),
-                0,
-                started.elapsed(),
-            );
+            let telemetry = engine.telemetry();
+            let elapsed = started.elapsed();
+            telemetry.record(Kind::Pread, 0, elapsed);
+            let offset = span.map(|s| s.start).unwrap_or(0);
+            telemetry.audit(AuditOp::HttpPread, &blob.shown, offset, 0, elapsed);
             full(Bytes::new())
         }
     };
@@ -219,14 +248,15 @@ async fn accelerate(
         .map_err(|e| ApiError::BadRequest(format!("cannot build response: {e}")))
 }
 
-/// Records a served body when it ends, completely or not: the request (status class and
-/// time to the last byte), one `http:pread` audit line with the bytes asked for (negative
-/// when the body broke off) and the time since the request.
-/// A complete body is recorded as its last chunk is handed over, before the client can have
-/// it, so a client that has read its bytes finds them already counted.
+/// Records a served body: its bytes as each chunk is handed over, and when it ends,
+/// completely or not, the request (status class and time to the last byte), one
+/// `http:pread` audit line with the bytes asked for (negative when the body broke off) and
+/// the time since the request. A complete body is recorded as its last chunk is handed
+/// over, before the client can have it, so a client that has read its bytes finds them
+/// already counted.
 struct Recorded {
-    /// Status to count the request under when the body ends; `None` when `handle` counts it.
-    status: Option<u16>,
+    /// Status to count the request under when the body ends.
+    status: u16,
     inner: BodyStream,
     telemetry: Arc<Telemetry>,
     pathname: String,
@@ -248,11 +278,9 @@ impl Recorded {
         } else {
             -1
         };
-        if let Some(status) = self.status {
-            self.telemetry.request_done(status, elapsed);
-        }
-        self.telemetry.record(Kind::Pread, self.sent, elapsed);
-        self.telemetry.record(Kind::Http, self.sent, elapsed);
+        self.telemetry.request_done(self.status, elapsed);
+        self.telemetry.end(Kind::Http, elapsed);
+        self.telemetry.end(Kind::Pread, elapsed);
         self.telemetry.audit(
             AuditOp::HttpPread,
             &self.pathname,
@@ -269,7 +297,10 @@ impl Stream for Recorded {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let next = self.inner.poll_next_unpin(cx);
         if let Poll::Ready(Some(Ok(data))) = &next {
-            self.sent += data.len() as u64;
+            let n = data.len() as u64;
+            self.sent += n;
+            self.telemetry.progress(Kind::Pread, n);
+            self.telemetry.progress(Kind::Http, n);
             if self.sent == self.want {
                 self.finish();
             }

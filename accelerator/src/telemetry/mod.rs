@@ -137,6 +137,21 @@ impl Telemetry {
         self.conventional.operation(kind, latency);
     }
 
+    /// Bytes moved by an operation still under way (a long response body), counted in the
+    /// second they moved; [`Telemetry::end`] counts the operation itself.
+    pub fn progress(&self, kind: Kind, bytes: u64) {
+        let stats = &self.kinds[kind.index()];
+        stats.count.fetch_add(bytes, Ordering::Relaxed);
+        stats.window.add_bytes(self.now_sec(), bytes);
+    }
+
+    /// The end of an operation whose bytes went through [`Telemetry::progress`].
+    pub fn end(&self, kind: Kind, latency: Duration) {
+        let stats = &self.kinds[kind.index()];
+        stats.window.end_op(self.now_sec(), micros(latency));
+        self.conventional.operation(kind, latency);
+    }
+
     /// Bytes handed to a reader, by where they came from.
     pub fn served(&self, source: Source, bytes: u64) {
         self.conventional.served(source, bytes);

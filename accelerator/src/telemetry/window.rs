@@ -12,6 +12,8 @@ use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
+    /// Whether `sec` is a second something was recorded in.
+    used: bool,
     sec: u64,
     bytes: u64,
     ops: u64,
@@ -42,20 +44,41 @@ impl Window {
         }
     }
 
-    /// `sec` counts seconds since the telemetry started.
+    /// One operation that moved `bytes` and took `latency_us`; `sec` counts seconds since
+    /// the telemetry started.
     pub fn record(&self, sec: u64, bytes: u64, latency_us: u64) {
+        self.update(sec, |b| {
+            b.bytes = b.bytes.saturating_add(bytes);
+            b.ops += 1;
+            b.max_us = b.max_us.max(latency_us);
+        });
+    }
+
+    /// Bytes moved in second `sec` by an operation still under way.
+    pub fn add_bytes(&self, sec: u64, bytes: u64) {
+        self.update(sec, |b| b.bytes = b.bytes.saturating_add(bytes));
+    }
+
+    /// The end of an operation whose bytes were added as they moved.
+    pub fn end_op(&self, sec: u64, latency_us: u64) {
+        self.update(sec, |b| {
+            b.ops += 1;
+            b.max_us = b.max_us.max(latency_us);
+        });
+    }
+
+    fn update(&self, sec: u64, change: impl FnOnce(&mut Bucket)) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let len = buckets.len() as u64;
         let b = &mut buckets[(sec % len) as usize];
-        if b.sec != sec || b.ops == 0 {
+        if b.sec != sec || !b.used {
             *b = Bucket {
+                used: true,
                 sec,
                 ..Bucket::default()
             };
         }
-        b.bytes = b.bytes.saturating_add(bytes);
-        b.ops += 1;
-        b.max_us = b.max_us.max(latency_us);
+        change(b);
     }
 
     /// The window ending at the start of second `sec`.
@@ -63,7 +86,7 @@ impl Window {
         let (mut bytes, mut ops, mut max_us) = (0u64, 0u64, 0u64);
         {
             let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-            for b in buckets.iter().filter(|b| b.ops > 0) {
+            for b in buckets.iter().filter(|b| b.used) {
                 if b.sec < sec && b.sec + self.span >= sec {
                     bytes = bytes.saturating_add(b.bytes);
                     ops += b.ops;
@@ -100,6 +123,21 @@ mod tests {
         assert_eq!(r.bytes_per_sec, 100.0);
         assert_eq!(r.ops_per_sec, 0.1);
         assert_eq!(r.max_us, 5);
+    }
+
+    #[test]
+    fn bytes_of_a_long_operation_land_in_the_seconds_they_moved() {
+        let w = Window::new(4);
+        for sec in 10..14 {
+            w.add_bytes(sec, 1000);
+        }
+        w.end_op(14, 4_000_000);
+        let r = w.read(14);
+        assert_eq!((r.bytes_per_sec, r.ops_per_sec, r.max_us), (1000.0, 0.0, 0));
+        let r = w.read(15);
+        assert_eq!(r.bytes_per_sec, 750.0);
+        assert_eq!(r.ops_per_sec, 0.25);
+        assert_eq!(r.max_us, 4_000_000);
     }
 
     #[test]

@@ -78,7 +78,16 @@ async fn audit_file_records_the_reads_and_never_a_signature() {
         assert!(l.1 == shown || l.1 == shown_missing, "pathname {}", l.1);
     }
     let len = (e - s + 1) as i64;
-    assert_eq!(spans(&lines, "http:pread"), vec![(s, len), (s, len)]);
+    // The two reads, and the refused read of the missing blob with its size -1.
+    assert_eq!(
+        spans(&lines, "http:pread"),
+        vec![(0, -1), (s, len), (s, len)]
+    );
+    let refused = of_op(&lines, "http:pread");
+    assert!(
+        refused.iter().any(|l| l.3 == -1 && l.1 == shown_missing),
+        "{text}"
+    );
     let pieces: Vec<(u64, i64)> = pieces_of(size, s, e)
         .into_iter()
         .map(|(o, l)| (o, l as i64))
@@ -105,7 +114,7 @@ async fn audit_file_records_the_reads_and_never_a_signature() {
     assert_eq!(reads, want_reads);
     assert_eq!(
         lines.len(),
-        2 + 2 * pieces.len() + 2 + want_reads.len(),
+        3 + 2 * pieces.len() + 2 + want_reads.len(),
         "{text}"
     );
 
