@@ -42,6 +42,7 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 20_000;
 pub const DEFAULT_RETRIES: u32 = 3;
 pub const DEFAULT_GRACE_MS: u64 = 10_000;
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -157,6 +158,10 @@ pub struct ServiceConfig {
     /// Time in-flight responses get to finish after SIGTERM.
     pub grace_ms: u64,
     pub max_connections: u32,
+    /// Longest a response may wait for the client to take more bytes; a client that reads
+    /// nothing for this long is cut off, so it cannot pin cached pieces and a connection
+    /// slot for good.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for ServiceConfig {
@@ -166,6 +171,7 @@ impl Default for ServiceConfig {
             tls: TlsConfig::default(),
             grace_ms: DEFAULT_GRACE_MS,
             max_connections: 4096,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
         }
     }
 }
@@ -379,6 +385,13 @@ impl Config {
                 key: "ExporterConfig.windowSecs",
                 value: window.to_string(),
                 allowed: "1 to 3600 seconds",
+            });
+        }
+        if self.service.write_timeout_ms < 100 {
+            return Err(ConfigError::Invalid {
+                key: "service.writeTimeoutMs",
+                value: self.service.write_timeout_ms.to_string(),
+                allowed: "at least 100 milliseconds",
             });
         }
         if self.service.max_connections == 0 {

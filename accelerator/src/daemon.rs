@@ -43,7 +43,10 @@ pub enum StartError {
 pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), StartError> {
     cfg.validate()?;
     let listen = cfg.listen_addr()?;
-    let mut service = Listener::bind(listen, Routes::Service).await?;
+    let write_timeout = Duration::from_millis(cfg.service.write_timeout_ms);
+    let mut service = Listener::bind(listen, Routes::Service)
+        .await?
+        .with_write_timeout(write_timeout);
     if let (Some(cert), Some(key)) = (&cfg.service.tls.cert, &cfg.service.tls.key) {
         service = service.with_tls(cert, key)?;
     }
@@ -58,7 +61,9 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             None => service_addr.ip(),
         };
         let addr = SocketAddr::new(ip, cfg.exporter.port);
-        let l = Listener::bind(addr, Routes::Metrics).await?;
+        let l = Listener::bind(addr, Routes::Metrics)
+            .await?
+            .with_write_timeout(write_timeout);
         let bound = l
             .local_addr()
             .map_err(|source| ServiceError::Bind { addr, source })?;

@@ -102,6 +102,7 @@ pub struct Listener {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     routes: Routes,
+    write_timeout: Duration,
 }
 
 impl Listener {
@@ -113,11 +114,18 @@ impl Listener {
             listener,
             tls: None,
             routes,
+            write_timeout: Duration::from_millis(crate::config::DEFAULT_WRITE_TIMEOUT_MS),
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Cuts off a client that takes no bytes of a response for `timeout`.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Listener {
+        self.write_timeout = timeout;
+        self
     }
 
     pub fn with_tls(mut self, cert: &Path, key: &Path) -> Result<Listener, ServiceError> {
@@ -153,6 +161,9 @@ impl Listener {
                 _ = stopped(&mut shutdown) => break,
             };
             let _ = tcp.set_nodelay(true);
+            let mut tcp = tokio_io_timeout::TimeoutStream::new(tcp);
+            tcp.set_write_timeout(Some(self.write_timeout));
+            let tcp = Box::pin(tcp);
             let app = app.clone();
             let routes = self.routes;
             let tls = self.tls.clone();

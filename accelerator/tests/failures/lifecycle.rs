@@ -330,3 +330,42 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let len = 16 * MIB as usize;
+    let (registry, digest, _) = registry_with_blob(None, len, 47).await;
+    let yaml = format!(
+        "cache:\n  capacity: {}\n  pieceSize: {PIECE}\nthrottleLimitMB: 0\n\
+         service:\n  writeTimeoutMs: 300\n",
+        256 * MIB
+    );
+    let acc = Accelerator::start(options().config_yaml(yaml)).unwrap();
+    let url = acc.accelerator_url(&registry.blob_url("app", &digest));
+    let path = &url[acc.base_url().len()..];
+
+    // A small receive buffer: the daemon's writes stop being taken after a few MiB.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: SocketAddr = acc.base_url()["http://".len()..].parse().unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    // Reads nothing for far longer than the write timeout.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        STEP,
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut got),
+    )
+    .await
+    .expect("the connection was neither cut off nor finished");
+    assert!(
+        got.len() < len,
+        "the whole body arrived ({} bytes, {read:?}): the stalled client was never cut off",
+        got.len()
+    );
+}
