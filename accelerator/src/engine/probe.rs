@@ -33,8 +33,7 @@ impl Engine {
         let probed = match self.cache.blob_size(&id) {
             Some(size) => Probed::Known(size),
             None => {
-                let first_piece = plan::probe_takes_first_piece(start, self.cfg.piece_size);
-                self.probe_size(&id, &target.uri, auth.as_ref(), &shown, first_piece)
+                self.probe_size(&id, &target.uri, auth.as_ref(), &shown, start)
                     .await?
             }
         };
@@ -52,16 +51,23 @@ impl Engine {
             },
             shown,
         });
-        if let Probed::Led { opened, tx, _entry } = probed {
-            if size > 0 {
-                let first = PieceId::new(blob.id.clone(), 0);
-                let _ = self.start_flight(&blob, first, Start::Opened(opened));
+        match probed {
+            Probed::Known(_) => {}
+            Probed::Led { opened, tx, _entry } => {
+                if past_the_end(start, size) {
+                    self.origin.discard(opened).await;
+                } else {
+                    if size > 0 {
+                        let first = PieceId::new(blob.id.clone(), 0);
+                        let _ = self.start_flight(&blob, first, Start::Opened(opened));
+                    }
+                    // Only now is the size told, to the readers waiting for it and through
+                    // the cache to those yet to come: all of them find the first piece
+                    // already downloading instead of asking for it again.
+                    self.record_size(&blob.id, size);
+                }
+                let _ = tx.send(Some(size));
             }
-            // Only now is the size told, to the readers waiting for it and through the cache
-            // to those yet to come: all of them find the first piece already downloading
-            // instead of asking for it again.
-            self.record_size(&blob.id, size);
-            let _ = tx.send(Some(size));
         }
         Ok(blob)
     }
@@ -77,7 +83,7 @@ impl Engine {
         uri: &http::Uri,
         auth: Option<&HeaderValue>,
         shown: &str,
-        first_piece: bool,
+        start: Option<u64>,
     ) -> Result<Probed<'_>, EngineError> {
         let leader = {
             let mut probes = lock(&self.probes);
@@ -111,12 +117,12 @@ impl Engine {
                 }
                 // That probe failed or was abandoned: this reader asks with its own
                 // credentials, without taking the lead.
-                let size = self.size_only(id, uri, auth, shown).await?;
+                let size = self.size_only(id, uri, auth, shown, start).await?;
                 return Ok(Probed::Known(size));
             }
         };
-        if !first_piece {
-            let size = self.size_only(id, uri, auth, shown).await?;
+        if !plan::probe_takes_first_piece(start, self.cfg.piece_size) {
+            let size = self.size_only(id, uri, auth, shown, start).await?;
             let _ = tx.send(Some(size));
             return Ok(Probed::Known(size));
         }
@@ -128,18 +134,22 @@ impl Engine {
         })
     }
 
-    /// A blob's size from a `bytes=0-0` request, recorded in the cache.
+    /// A blob's size from a `bytes=0-0` request, recorded in the cache unless the reader
+    /// starting at `start` is to be refused.
     async fn size_only(
         &self,
         id: &BlobId,
         uri: &http::Uri,
         auth: Option<&HeaderValue>,
         shown: &str,
+        start: Option<u64>,
     ) -> Result<u64, EngineError> {
         let opened = self.ask_size(uri, auth, shown, 1).await?;
         let size = opened.size;
         self.origin.discard(opened).await;
-        self.record_size(id, size);
+        if !past_the_end(start, size) {
+            self.record_size(id, size);
+        }
         Ok(size)
     }
 
@@ -164,6 +174,13 @@ impl Engine {
             .audit(AuditOp::RpcStat, shown, 0, size, started.elapsed());
         Ok(result?)
     }
+}
+
+/// Whether a read starting at `start` lies past the end of a blob of `size` bytes: it is
+/// refused with a 416, and the probe that found the size keeps nothing, neither the size
+/// nor the first piece.
+fn past_the_end(start: Option<u64>, size: u64) -> bool {
+    start.is_some_and(|s| s >= size)
 }
 
 /// What a size probe found: a size, or (for the reader that asked the origin) the open

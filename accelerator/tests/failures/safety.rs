@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ::http::Method;
 use dadi_p2p_integration::http::{self, empty, Conn};
 
-use super::common::{config, metric, piece_files};
+use super::common::{config, downloads_settled, metric, piece_files};
 use super::upstream::{Behaviour, HandUpstream};
 use super::{blob_bytes, one_line_reason, raw_exchange, sha256_hex, start};
 
@@ -19,6 +19,49 @@ async fn serving_upstream() -> (HandUpstream, Arc<Vec<u8>>) {
     })
     .await;
     (upstream, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_read_past_the_end_is_refused_and_keeps_nothing() {
+    let (large, _) = serving_upstream().await;
+    let small_data = Arc::new(blob_bytes(1000, 43));
+    let small = HandUpstream::start(Behaviour::Blob {
+        data: small_data.clone(),
+        truncate: false,
+    })
+    .await;
+    let acc = start(&config(""));
+    let before = piece_files(acc.cache_dir());
+    // Past the end of a blob smaller than a piece (the size request brings its first
+    // piece) and of one whose size alone is asked for.
+    for (upstream, size) in [(&small, 1000), (&large, 100_000)] {
+        let start = size + 10;
+        let r = http::get(
+            &acc.accelerator_url(&upstream.url("/layer.bin")),
+            &[("range", &format!("bytes={start}-{}", start + 100))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 416, "{size}");
+        let all = format!("bytes */{size}");
+        assert_eq!(r.header("content-range"), Some(all.as_str()), "{size}");
+        one_line_reason(&r);
+    }
+    assert!(downloads_settled(&acc, std::time::Duration::from_secs(10)).await);
+    assert_eq!(
+        piece_files(acc.cache_dir()),
+        before,
+        "a refused read left a size or a piece in the cache"
+    );
+    // Asked properly, the same blob is served and cached.
+    let ok = http::get(
+        &acc.accelerator_url(&small.url("/layer.bin")),
+        &[("range", "bytes=0-99")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 206);
+    assert!(ok.body[..] == small_data[..100]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
