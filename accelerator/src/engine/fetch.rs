@@ -73,7 +73,11 @@ impl Engine {
         begin: Start,
         flight: &watch::Sender<Flight>,
     ) -> Result<(), EngineError> {
-        let _slot = self.slots.enter(&blob.id).await;
+        // An open answer comes with the slot it was asked in, held until it is read.
+        let _slot = match &begin {
+            Start::Remote(_) => Some(self.slots.enter(&blob.id).await),
+            Start::Opened(..) => None,
+        };
         let _inflight = self.telemetry.download_started();
         let (start, len) = blob.layout.piece(id.index);
         let started = Instant::now();
@@ -82,7 +86,7 @@ impl Engine {
         let mut sink = WriterSink(writer);
         let fetched = match begin {
             Start::Remote(remote) => self.fetch_from(remote, blob, start, len, &mut sink).await,
-            Start::Opened(opened) => {
+            Start::Opened(opened, _held) => {
                 let (uri, auth) = (&blob.target.uri, blob.auth.as_ref());
                 self.origin
                     .fetch_opened(opened, uri, auth, len, &mut sink)

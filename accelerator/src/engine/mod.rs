@@ -445,10 +445,11 @@ impl Engine {
     }
 }
 
-/// How a piece download begins: a request to a remote, or an origin answer already open.
+/// How a piece download begins: a request to a remote, or an origin answer already open
+/// with the blob's download slot it was asked in.
 pub(super) enum Start {
     Remote(Remote),
-    Opened(Opened),
+    Opened(Opened, blob_slots::SlotGuard),
 }
 
 /// Whether a download failed because the origin refused the credentials of the reader that

@@ -10,6 +10,7 @@ use std::time::Instant;
 use http::HeaderValue;
 use tokio::sync::watch;
 
+use super::blob_slots::SlotGuard;
 use super::{lock, Blob, Engine, EngineError, Start};
 use crate::cache::{BlobId, PieceId};
 use crate::origin::Opened;
@@ -53,13 +54,18 @@ impl Engine {
         });
         match probed {
             Probed::Known(_) => {}
-            Probed::Led { opened, tx, _entry } => {
+            Probed::Led {
+                opened,
+                slot,
+                tx,
+                _entry,
+            } => {
                 if past_the_end(start, size) {
                     self.origin.discard(opened).await;
                 } else {
                     if size > 0 {
                         let first = PieceId::new(blob.id.clone(), 0);
-                        let _ = self.start_flight(&blob, first, Start::Opened(opened));
+                        let _ = self.start_flight(&blob, first, Start::Opened(opened, slot));
                     }
                     // Only now is the size told, to the readers waiting for it and through
                     // the cache to those yet to come: all of them find the first piece
@@ -126,9 +132,12 @@ impl Engine {
             let _ = tx.send(Some(size));
             return Ok(Probed::Known(size));
         }
-        let opened = self.ask_size(uri, auth, shown, self.cfg.piece_size).await?;
+        let (opened, slot) = self
+            .ask_size(id, uri, auth, shown, self.cfg.piece_size)
+            .await?;
         Ok(Probed::Led {
             opened,
+            slot,
             tx,
             _entry: entry,
         })
@@ -144,7 +153,7 @@ impl Engine {
         shown: &str,
         start: Option<u64>,
     ) -> Result<u64, EngineError> {
-        let opened = self.ask_size(uri, auth, shown, 1).await?;
+        let (opened, _slot) = self.ask_size(id, uri, auth, shown, 1).await?;
         let size = opened.size;
         self.origin.discard(opened).await;
         if !past_the_end(start, size) {
@@ -159,20 +168,24 @@ impl Engine {
         }
     }
 
-    /// One request for the first `len` bytes of a blob; the caller records the size.
+    /// One request for the first `len` bytes of a blob, in the blob's download slot
+    /// (`proxyConcurrencyLimit`), which it returns for as long as the answer is read; the
+    /// caller records the size.
     async fn ask_size(
         &self,
+        id: &BlobId,
         uri: &http::Uri,
         auth: Option<&HeaderValue>,
         shown: &str,
         len: u64,
-    ) -> Result<Opened, EngineError> {
+    ) -> Result<(Opened, SlotGuard), EngineError> {
+        let slot = self.slots.enter(id).await;
         let started = Instant::now();
         let result = self.origin.open_first(uri, auth, len).await;
         let size = result.as_ref().map(|o| o.size as i64).unwrap_or(-1);
         self.telemetry
             .audit(AuditOp::RpcStat, shown, 0, size, started.elapsed());
-        Ok(result?)
+        Ok((result?, slot))
     }
 }
 
@@ -189,6 +202,7 @@ enum Probed<'a> {
     Known(u64),
     Led {
         opened: Opened,
+        slot: SlotGuard,
         tx: watch::Sender<Option<u64>>,
         _entry: ProbeEntry<'a>,
     },

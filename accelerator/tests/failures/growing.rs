@@ -168,6 +168,44 @@ async fn a_body_that_stalls_is_asked_for_again_from_where_it_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_requests_wait_for_a_download_slot_like_pieces() {
+    let Holding {
+        data,
+        gate,
+        upstream,
+        acc,
+        url,
+        ..
+    } = Holding::start(2, 43, 100 * KIB, "", "proxyConcurrencyLimit: 1\n").await;
+
+    // The one slot goes to the first blob, whose first piece is held upstream.
+    let first = http::get(&url, &[("range", &range(0, 999))]).await.unwrap();
+    assert_eq!(first.status, 206);
+    assert!(first.body[..] == data[..1000]);
+
+    // Another blob's size request waits for that slot instead of going upstream.
+    let other_url = acc.accelerator_url(&upstream.url("/other.bin"));
+    let other = tokio::spawn(async move {
+        http::get(&other_url, &[("range", &range(0, 999))])
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        upstream.requests(),
+        1,
+        "a second blob went upstream at once"
+    );
+
+    // The first download ends, its slot passes on, and the other blob is read.
+    gate.add_permits(2);
+    let other = other.await.unwrap();
+    assert_eq!(other.status, 206);
+    assert!(other.body[..] == data[..1000]);
+    assert_eq!(upstream.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_size_probe_is_the_first_pieces_download_and_is_answered_as_it_arrives() {
     let Holding {
         piece,
