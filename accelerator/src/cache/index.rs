@@ -38,6 +38,8 @@ struct Node {
 
 struct BlobEntry {
     id: BlobId,
+    /// Forgotten with the blob's last piece, so sizes of blobs that left the cache do not
+    /// pile up while the daemon runs.
     size: Option<u64>,
     /// Nodes (live or doomed) naming this blob; the entry is freed when this is zero and
     /// no size is recorded.
@@ -50,6 +52,8 @@ pub struct Gone {
     pub blob: BlobId,
     pub index: u64,
     pub gen: u64,
+    /// The blob's last piece: its size record goes too.
+    pub last_of_blob: bool,
 }
 
 /// A pinned live piece, as handed out by [`Index::lookup`] and [`Index::insert`].
@@ -215,11 +219,17 @@ impl Index {
         self.nodes[s as usize].state = State::Free;
         self.free.push(s);
         self.used -= disk_bytes(n.len as u64);
-        self.blob_mut(n.blob).refs -= 1;
+        let entry = self.blob_mut(n.blob);
+        entry.refs -= 1;
+        let last_of_blob = entry.refs == 0;
+        if last_of_blob {
+            entry.size = None;
+        }
         let gone = Gone {
             blob: self.blob(n.blob).id.clone(),
             index: n.index,
             gen: n.gen,
+            last_of_blob,
         };
         self.maybe_free_blob(n.blob);
         gone
@@ -499,6 +509,19 @@ mod tests {
         add(&mut ix, "b", 1, 3);
         assert!(ix.has_all_pieces(&id("b"), 3));
         assert!(ix.has_all_pieces(&id("none"), 0));
+
+        // The size goes with the blob's last piece, however that goes.
+        ix.set_blob_size(&id("c"), 100);
+        let c = add(&mut ix, "c", 0, 4);
+        assert!(c.is_empty());
+        let first = ix.lookup(&id("c"), 0).unwrap();
+        let gone = ix.mark_corrupt(first.slot, first.gen);
+        assert_eq!(gone, None, "pinned: deleted at unpin");
+        assert_eq!(ix.blob_size(&id("c")), Some(100));
+        let gone = ix.unpin(first.slot).unwrap();
+        assert!(gone.last_of_blob);
+        assert_eq!(ix.blob_size(&id("c")), None);
+
         assert_eq!(ix.remove_blob(&id("b")).len(), 3);
         assert_eq!(ix.blob_size(&id("b")), None);
         assert!(!ix.has_all_pieces(&id("b"), 1));

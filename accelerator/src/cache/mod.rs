@@ -237,6 +237,12 @@ impl Inner {
                     tracing::warn!(%blob, piece, error = %e, "cannot delete piece");
                 }
             }
+            if g.last_of_blob {
+                // The index forgot the size with the last piece; the record goes too, and
+                // the directory when nothing else is in it.
+                let _ = std::fs::remove_file(self.layout.size(&g.blob));
+                let _ = std::fs::remove_dir(self.layout.blob_dir(&g.blob));
+            }
         }
     }
 

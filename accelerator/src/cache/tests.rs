@@ -578,6 +578,18 @@ async fn sizes_without_pieces_are_forgotten_at_open(io: IoBackend) {
     assert_eq!(cache.blob_size(&blob("lonely")), None);
     assert!(!dir.path().join("v1/blobs/lonely").exists());
     assert_eq!(cache.blob_size(&blob("kept")), Some(10));
+
+    // While running too: the last piece of a blob takes its size with it when evicted.
+    let per_piece = HEADER_LEN + P;
+    let cache = open(&dir, 3 * per_piece, io).await;
+    cache.set_blob_size(&blob("old"), P).unwrap();
+    drop(put(&cache, "old", 0, P).await);
+    for i in 0..3 {
+        drop(put(&cache, "new", i, P).await);
+    }
+    assert!(cache.lookup(&pid("old", 0)).is_none(), "evicted");
+    assert_eq!(cache.blob_size(&blob("old")), None);
+    assert!(!dir.path().join("v1/blobs/old").exists());
 }
 
 const KILL9_DIR: &str = "DADI_P2P_CACHE_KILL9_DIR";
