@@ -173,3 +173,61 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_the_rest_of_the_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            "DeployConfig:\n  mode: agent\nthrottleLimitMB: 100\nreadAhead: 7\n\
+             cache:\n  pieceSize: 1048576\n  capacity: 1073741824\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "dadi-p2p".as_ref(),
+            "--config".as_ref(),
+            file.as_os_str(),
+            "--piece-size".as_ref(),
+            "4194304".as_ref(),
+            "--throttle-mb".as_ref(),
+            "0".as_ref(),
+            "--mode".as_ref(),
+            "root".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:7000".as_ref(),
+        ])
+        .unwrap();
+        let cfg = load(&cli).unwrap();
+        assert_eq!(cfg.cache.piece_size, 4 << 20);
+        assert_eq!(cfg.throttle_limit_mb, 0);
+        assert_eq!(cfg.deploy.mode, Mode::Root);
+        assert_eq!(cfg.service.listen, "127.0.0.1:7000");
+        assert_eq!(cfg.cache.capacity, 1 << 30, "kept from the file");
+        assert_eq!(cfg.read_ahead, 7, "kept from the file");
+    }
+
+    #[test]
+    fn a_flag_that_makes_the_config_invalid_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "").unwrap();
+        let cli = Cli::try_parse_from([
+            "dadi-p2p".as_ref(),
+            "--config".as_ref(),
+            file.as_os_str(),
+            "--piece-size".as_ref(),
+            "3000".as_ref(),
+        ])
+        .unwrap();
+        let err = load(&cli).unwrap_err().to_string();
+        assert!(
+            err.contains("cache.pieceSize") && err.contains("3000"),
+            "{err}"
+        );
+    }
+}
