@@ -116,9 +116,21 @@ fn flip_byte(path: &Path, from_end: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_pieces_are_refetched_never_served() {
+async fn damaged_pieces_are_refetched_never_served_pread() {
+    damaged_pieces_are_refetched_never_served(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_pieces_are_refetched_never_served_io_uring() {
+    damaged_pieces_are_refetched_never_served(1).await;
+}
+
+async fn damaged_pieces_are_refetched_never_served(aio: u8) {
     let world = World::new();
-    let mut acc = world.start(&config("readAhead: 0\n"));
+    let mut acc = world.start(&config_with(
+        &format!("  aioEnable: {aio}\n"),
+        "readAhead: 0\n",
+    ));
     let (digest, bytes) = world.layer(0);
     let url = acc.accelerator_url(&world.blob_url(&digest));
     assert!(http::get(&url, &[]).await.unwrap().body[..] == bytes[..]);
