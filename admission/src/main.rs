@@ -52,6 +52,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
+    for warning in settings.warnings() {
+        tracing::warn!(registries = %args.registries, "{warning}");
+    }
     let metrics = Metrics::new();
     let cert =
         tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), metrics.clone())

@@ -155,6 +155,14 @@ impl Webhook {
                 ..outcome("unchanged")
             });
         }
+        if plan.rewritten == 0 {
+            tracing::info!(%namespace, pod = %pod_name, skipped = plan.skipped.len(), "pod not accelerated: listed images left alone");
+            return Ok(Decision {
+                patch: plan.patch,
+                warnings,
+                ..outcome("skipped")
+            });
+        }
         let dry_run = req.dry_run();
         tracing::info!(
             %namespace,

@@ -17,6 +17,15 @@ const P2P: &str =
     "test-registry-vpc.distributed.cn-hangzhou.cr.aliyuncs.com:65001/docker-builder/nginx:latest";
 const DIGEST: &str = "sha256:3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
 
+/// The registries most tests list: the documented one's domain, the examples' and localhost.
+fn settings() -> Settings {
+    Settings {
+        registries: Settings::parse_registries("*.cr.aliyuncs.com,*.example.com,localhost")
+            .unwrap(),
+        ..Settings::default()
+    }
+}
+
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -152,7 +161,7 @@ fn assert_documented_result(pod: &Value) {
 
 #[tokio::test]
 async fn namespace_label_only() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let mut h = harness(settings(), &["apps"]);
     let a = admit(&h, &fixture("deployment-pod.json")).await;
     assert_documented_result(&a.pod);
     assert!(
@@ -175,7 +184,7 @@ async fn namespace_label_only() {
 
 #[tokio::test]
 async fn pod_label_only() {
-    let h = harness(Settings::default(), &[]);
+    let h = harness(settings(), &[]);
     let a = admit(&h, &with_pod_label(fixture("deployment-pod.json"))).await;
     assert_documented_result(&a.pod);
     assert_eq!(a.pod["metadata"]["labels"]["app"], "nginx");
@@ -183,14 +192,14 @@ async fn pod_label_only() {
 
 #[tokio::test]
 async fn pod_and_namespace_labels() {
-    let h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let a = admit(&h, &with_pod_label(fixture("deployment-pod.json"))).await;
     assert_documented_result(&a.pod);
 }
 
 #[tokio::test]
 async fn neither_label_leaves_the_pod_alone() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let mut h = harness(settings(), &["apps"]);
     let a = admit(&h, &in_namespace(fixture("deployment-pod.json"), "plain")).await;
     assert!(!a.patched);
     assert_eq!(
@@ -211,7 +220,7 @@ async fn neither_label_leaves_the_pod_alone() {
 
 #[tokio::test]
 async fn a_pod_can_opt_out_in_a_labelled_namespace() {
-    let h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["metadata"]["labels"][KEY] = json!("none");
     assert!(!admit(&h, &review).await.patched);
@@ -235,18 +244,88 @@ async fn only_listed_registries_are_rewritten() {
         {"name": "user", "image": "user/app"},
     ]);
     let a = admit(&h, &review).await;
+    // Docker Hub is listed, but its P2P name would be in someone else's domain: left alone
+    // and recorded, as are images of registries that are not listed (without a record).
     assert_eq!(
         images(&a.pod, "containers"),
         [
             P2P,
             "quay.io/prometheus/node-exporter:v1.8.0",
-            "docker.distributed.io:65001/library/nginx:1.27",
-            "docker.distributed.io:65001/user/app",
+            "nginx:1.27",
+            "user/app"
         ]
     );
     let config = p2p_config(&a.pod);
-    assert_eq!(config["images"].as_array().unwrap().len(), 3);
-    assert_eq!(config["images"][1]["original"], "nginx:1.27");
+    assert_eq!(config["images"].as_array().unwrap().len(), 1);
+    let skipped: Vec<(&str, &str)> = config["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["container"].as_str().unwrap(),
+                s["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        skipped.iter().map(|s| s.0).collect::<Vec<_>>(),
+        ["hub", "user"]
+    );
+    assert!(
+        skipped.iter().all(|s| s.1.contains("domain")),
+        "{skipped:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_label_hosts_keep_their_images_and_credentials() {
+    // Even `*` never moves quay.io or Docker Hub into another domain: the Pod is not
+    // accelerated, no P2P pull secret is asked for, and the annotation says why.
+    let settings = Settings {
+        registries: Settings::parse_registries("*").unwrap(),
+        ..Settings::default()
+    };
+    let mut h = harness(settings, &["apps"]);
+    let mut review = fixture("deployment-pod.json");
+    review["request"]["object"]["spec"]["containers"] = json!([
+        {"name": "hub", "image": "docker.io/library/nginx:1.27"},
+        {"name": "quay", "image": "quay.io/prometheus/node-exporter:v1.8.0"},
+    ]);
+    let original = review["request"]["object"].clone();
+    let a = admit(&h, &review).await;
+    assert_eq!(
+        images(&a.pod, "containers"),
+        images(&original, "containers")
+    );
+    assert_eq!(pull_secrets(&a.pod), ["test-registry"]);
+    assert!(a.pod["metadata"]["annotations"].get(KEY).is_none());
+    let config = p2p_config(&a.pod);
+    assert_eq!(config["images"], json!([]));
+    assert_eq!(config["pullSecrets"], json!([]));
+    let skipped: Vec<&str> = config["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "docker.io/library/nginx:1.27",
+            "quay.io/prometheus/node-exporter:v1.8.0"
+        ]
+    );
+    assert_eq!(a.response["warnings"].as_array().unwrap().len(), 2);
+    assert!(h.secrets.try_recv().is_err(), "no credentials copied");
+    assert!(h
+        .metrics
+        .encode()
+        .contains("dadi_p2p_admission_reviews_total{outcome=\"skipped\"} 1"));
+
+    // Admitted again (a copied spec), the record is already there: no patch.
+    review["request"]["object"] = a.pod.clone();
+    assert!(!admit(&h, &review).await.patched);
 }
 
 #[tokio::test]
@@ -265,8 +344,20 @@ async fn nothing_listed_means_no_patch() {
 }
 
 #[tokio::test]
+async fn no_registries_configured_rewrites_nothing() {
+    let mut h = harness(Settings::default(), &["apps"]);
+    let mut review = fixture("deployment-pod.json");
+    review["request"]["object"]["spec"]["initContainers"] =
+        json!([{"name": "init", "image": "reg.example.com/init:1"}]);
+    let a = admit(&h, &review).await;
+    assert!(!a.patched);
+    assert!(a.response.get("warnings").is_none());
+    assert!(h.secrets.try_recv().is_err());
+}
+
+#[tokio::test]
 async fn init_containers_digests_and_ports() {
-    let h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     let spec = &mut review["request"]["object"]["spec"];
     spec["initContainers"] = json!([
@@ -312,7 +403,7 @@ async fn init_containers_digests_and_ports() {
 
 #[tokio::test]
 async fn ephemeral_containers_added_later() {
-    let h = harness(Settings::default(), &[]);
+    let h = harness(settings(), &[]);
     let a = admit(&h, &fixture("ephemeral-update.json")).await;
     assert_eq!(
         images(&a.pod, "ephemeralContainers"),
@@ -340,10 +431,10 @@ async fn ephemeral_containers_added_later() {
 
 #[tokio::test]
 async fn readmission_is_idempotent() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let mut h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["spec"]["initContainers"] =
-        json!([{"name": "init", "image": "busybox"}]);
+        json!([{"name": "init", "image": "reg.example.com/init:1"}]);
     let first = admit(&h, &review).await;
     h.secrets.try_recv().unwrap();
     review["request"]["object"] = first.pod.clone();
@@ -374,12 +465,15 @@ async fn readmission_is_idempotent() {
         .iter()
         .map(|r| r["original"].as_str().unwrap())
         .collect();
-    assert_eq!(originals, [ORIGINAL, "busybox", "reg.example.com/side:1"]);
+    assert_eq!(
+        originals,
+        [ORIGINAL, "reg.example.com/init:1", "reg.example.com/side:1"]
+    );
 }
 
 #[tokio::test]
 async fn pods_without_annotations_or_pull_secrets() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let mut h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["spec"]
         .as_object_mut()
@@ -396,7 +490,7 @@ async fn pods_without_annotations_or_pull_secrets() {
 
 #[tokio::test]
 async fn dry_run_gets_the_patch_but_no_secret() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let mut h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["dryRun"] = json!(true);
     let a = admit(&h, &review).await;
@@ -407,7 +501,7 @@ async fn dry_run_gets_the_patch_but_no_secret() {
 
 #[tokio::test]
 async fn malformed_requests_are_allowed_unchanged() {
-    let h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let out: Value = serde_json::from_slice(&h.hook.review(b"{not json").await).unwrap();
     assert_eq!(out["response"]["allowed"], true);
     assert!(out["response"].get("patch").is_none());
