@@ -7,9 +7,9 @@ use std::sync::Arc;
 use base64::Engine;
 use dadi_p2p_admission::config::{HostPattern, Settings};
 use dadi_p2p_admission::metrics::Metrics;
+use dadi_p2p_admission::secrets::requests::{Requests, MAX_PENDING};
 use dadi_p2p_admission::webhook::{SecretRef, Webhook};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 const KEY: &str = "k8s.aliyun.com/image-accelerate-mode";
 const ORIGINAL: &str = "test-registry-vpc.cn-hangzhou.cr.aliyuncs.com/docker-builder/nginx:latest";
@@ -33,7 +33,7 @@ fn fixture(name: &str) -> Value {
 
 struct Harness {
     hook: Webhook,
-    secrets: mpsc::Receiver<SecretRef>,
+    secrets: Arc<Requests>,
     metrics: Metrics,
 }
 
@@ -47,17 +47,17 @@ fn harness(settings: Settings, labelled_namespaces: &[&str]) -> Harness {
         }
         namespaces.insert(ns.to_string(), labels);
     }
-    let (tx, rx) = mpsc::channel(16);
+    let requests = Arc::new(Requests::new());
     let metrics = Metrics::new();
     let hook = Webhook::new(
         Arc::new(settings),
         Arc::new(namespaces),
-        Some(tx),
+        Some(requests.clone()),
         metrics.clone(),
     );
     Harness {
         hook,
-        secrets: rx,
+        secrets: requests,
         metrics,
     }
 }
@@ -161,7 +161,7 @@ fn assert_documented_result(pod: &Value) {
 
 #[tokio::test]
 async fn namespace_label_only() {
-    let mut h = harness(settings(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let a = admit(&h, &fixture("deployment-pod.json")).await;
     assert_documented_result(&a.pod);
     assert!(
@@ -169,17 +169,64 @@ async fn namespace_label_only() {
         "generated names stay to the API server"
     );
     assert_eq!(
-        h.secrets.try_recv().unwrap(),
-        SecretRef {
+        h.secrets.take(),
+        [SecretRef {
             namespace: "apps".into(),
             name: "test-registry".into()
-        }
+        }]
     );
-    assert!(h.secrets.try_recv().is_err());
     assert!(h
         .metrics
         .encode()
         .contains("dadi_p2p_admission_reviews_total{outcome=\"mutated\"} 1"));
+}
+
+#[tokio::test]
+async fn a_rollout_asks_for_each_pull_secret_once() {
+    // More Pods than any fixed queue would hold, while the controller takes nothing: one
+    // pending request per original, and none dropped.
+    let h = harness(settings(), &["apps"]);
+    let mut review = fixture("deployment-pod.json");
+    for i in 0..2_000 {
+        review["request"]["uid"] = json!(format!("uid-{i}"));
+        assert!(admit(&h, &review).await.patched);
+    }
+    assert_eq!(h.secrets.len(), 1);
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("dadi_p2p_admission_secret_requests_dropped_total 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_the_limit_are_dropped_and_counted() {
+    let h = harness(settings(), &["apps"]);
+    for i in 0..MAX_PENDING - 1 {
+        h.secrets.push(SecretRef {
+            namespace: "other".into(),
+            name: format!("s{i}"),
+        });
+    }
+    let mut review = fixture("deployment-pod.json");
+    review["request"]["object"]["spec"]["imagePullSecrets"] =
+        json!([{"name": "first"}, {"name": "second"}]);
+    let a = admit(&h, &review).await;
+    assert_eq!(
+        pull_secrets(&a.pod),
+        [
+            "first",
+            "second",
+            "acr-credential-first-p2p",
+            "acr-credential-second-p2p"
+        ],
+        "the Pod is patched whatever happens to the request"
+    );
+    assert_eq!(h.secrets.len(), MAX_PENDING);
+    assert!(h
+        .metrics
+        .encode()
+        .contains("dadi_p2p_admission_secret_requests_dropped_total 1"));
 }
 
 #[tokio::test]
@@ -199,7 +246,7 @@ async fn pod_and_namespace_labels() {
 
 #[tokio::test]
 async fn neither_label_leaves_the_pod_alone() {
-    let mut h = harness(settings(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let a = admit(&h, &in_namespace(fixture("deployment-pod.json"), "plain")).await;
     assert!(!a.patched);
     assert_eq!(
@@ -213,7 +260,7 @@ async fn neither_label_leaves_the_pod_alone() {
             })
             .unwrap()
     );
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
     let unknown = admit(&h, &in_namespace(fixture("deployment-pod.json"), "missing")).await;
     assert!(!unknown.patched);
 }
@@ -286,7 +333,7 @@ async fn two_label_hosts_keep_their_images_and_credentials() {
         registries: Settings::parse_registries("*").unwrap(),
         ..Settings::default()
     };
-    let mut h = harness(settings, &["apps"]);
+    let h = harness(settings, &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["spec"]["containers"] = json!([
         {"name": "hub", "image": "docker.io/library/nginx:1.27"},
@@ -317,7 +364,7 @@ async fn two_label_hosts_keep_their_images_and_credentials() {
         ]
     );
     assert_eq!(a.response["warnings"].as_array().unwrap().len(), 2);
-    assert!(h.secrets.try_recv().is_err(), "no credentials copied");
+    assert!(h.secrets.is_empty(), "no credentials copied");
     assert!(h
         .metrics
         .encode()
@@ -334,25 +381,25 @@ async fn nothing_listed_means_no_patch() {
         registries: vec![HostPattern::parse("registries", "reg.example.com").unwrap()],
         ..Settings::default()
     };
-    let mut h = harness(settings, &["apps"]);
+    let h = harness(settings, &["apps"]);
     let a = admit(&h, &fixture("deployment-pod.json")).await;
     assert!(!a.patched);
     assert!(
-        h.secrets.try_recv().is_err(),
+        h.secrets.is_empty(),
         "no copy for a Pod that was not changed"
     );
 }
 
 #[tokio::test]
 async fn no_registries_configured_rewrites_nothing() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let h = harness(Settings::default(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["spec"]["initContainers"] =
         json!([{"name": "init", "image": "reg.example.com/init:1"}]);
     let a = admit(&h, &review).await;
     assert!(!a.patched);
     assert!(a.response.get("warnings").is_none());
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
 }
 
 #[tokio::test]
@@ -431,17 +478,17 @@ async fn ephemeral_containers_added_later() {
 
 #[tokio::test]
 async fn readmission_is_idempotent() {
-    let mut h = harness(settings(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["spec"]["initContainers"] =
         json!([{"name": "init", "image": "reg.example.com/init:1"}]);
     let first = admit(&h, &review).await;
-    h.secrets.try_recv().unwrap();
+    assert_eq!(h.secrets.take().len(), 1);
     review["request"]["object"] = first.pod.clone();
     let second = admit(&h, &review).await;
     assert!(!second.patched);
     assert_eq!(second.pod, first.pod);
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
 
     // A copied Pod spec gaining one more container: only the new one changes, the undo record
     // keeps the earlier entries, and no pull secret is listed twice.
@@ -473,7 +520,7 @@ async fn readmission_is_idempotent() {
 
 #[tokio::test]
 async fn pods_without_annotations_or_pull_secrets() {
-    let mut h = harness(settings(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["spec"]
         .as_object_mut()
@@ -485,17 +532,17 @@ async fn pods_without_annotations_or_pull_secrets() {
     assert_eq!(a.pod["metadata"]["annotations"][KEY], "p2p");
     assert!(a.pod["spec"].get("imagePullSecrets").is_none());
     assert_eq!(images(&a.pod, "containers"), [P2P]);
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
 }
 
 #[tokio::test]
 async fn dry_run_gets_the_patch_but_no_secret() {
-    let mut h = harness(settings(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["dryRun"] = json!(true);
     let a = admit(&h, &review).await;
     assert_documented_result(&a.pod);
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
     assert!(h.metrics.encode().contains("outcome=\"dry-run\""));
 }
 
