@@ -36,7 +36,8 @@ pub struct Args {
     )]
     pub tls_key: PathBuf,
     /// Registries whose images are rewritten: comma-separated `host`, `*.domain` or `*`.
-    #[arg(long, env = "DADI_P2P_REGISTRIES", default_value = "*")]
+    /// None by default, and then no image is rewritten.
+    #[arg(long, env = "DADI_P2P_REGISTRIES", default_value = "")]
     pub registries: String,
     /// Port of the P2P endpoint on every node.
     #[arg(long, env = "DADI_P2P_PORT", default_value_t = config::DEFAULT_P2P_PORT)]
@@ -75,7 +76,9 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let args = Args::try_parse_from(["dadi-p2p-admission"]).unwrap();
-        assert_eq!(args.settings().unwrap(), Settings::default());
+        let s = args.settings().unwrap();
+        assert_eq!(s, Settings::default());
+        assert!(s.registries.is_empty(), "no registry is listed by default");
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub enum ConfigError {
 }
 
 /// A registry host pattern: `reg.example.com` (exact), `*.example.com` (any host ending in
-/// `.example.com`) or `*` (every registry). Matching ignores case and never looks at ports.
+/// `.example.com`) or `*` (every registry, public ones included, which [`Settings::warnings`]
+/// points out). Matching ignores case and never looks at ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Any,
@@ -116,7 +117,9 @@ impl Default for Endpoint {
     }
 }
 
-/// Everything the webhook decides with.
+/// Everything the webhook decides with. No registry is listed by default: which registries
+/// the cluster owner may put behind the P2P endpoint is theirs to say, and until they do the
+/// webhook rewrites nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub selector_key: String,
@@ -130,7 +133,7 @@ impl Default for Settings {
         Self {
             selector_key: DEFAULT_SELECTOR_KEY.to_string(),
             selector_value: DEFAULT_SELECTOR_VALUE.to_string(),
-            registries: vec![HostPattern::Any],
+            registries: Vec::new(),
             endpoint: Endpoint::default(),
         }
     }
@@ -164,14 +167,20 @@ impl Settings {
         if self.endpoint.port == 0 {
             return bad("p2p-port", "0", "a port from 1 to 65535");
         }
-        if self.registries.is_empty() {
-            return bad(
-                "registries",
-                "",
-                "at least one pattern (`*` for every registry)",
-            );
-        }
         Ok(())
+    }
+
+    /// Settings that are allowed but probably not what the administrator wants, one sentence
+    /// each, logged at start.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.registries.is_empty() {
+            out.push("no registries configured (--registries): no image is rewritten");
+        }
+        if self.registries.contains(&HostPattern::Any) {
+            out.push("registry pattern `*` puts public registries behind the P2P endpoint too");
+        }
+        out
     }
 
     /// Parses a comma-separated pattern list as given on the command line.
@@ -222,8 +231,23 @@ mod tests {
         let mut s = Settings::default();
         s.endpoint.port = 0;
         assert!(s.validate().is_err());
-        let mut s = Settings::default();
-        s.registries.clear();
-        assert!(s.validate().unwrap_err().to_string().contains("registries"));
+    }
+
+    #[test]
+    fn no_registries_by_default_and_a_warning_about_it() {
+        let s = Settings::default();
+        assert!(s.registries.is_empty());
+        assert_eq!(s.validate(), Ok(()));
+        assert!(s.warnings().iter().any(|w| w.contains("no image")));
+        let listed = Settings {
+            registries: Settings::parse_registries("*.example.com").unwrap(),
+            ..Settings::default()
+        };
+        assert!(listed.warnings().is_empty());
+        let every = Settings {
+            registries: Settings::parse_registries("*").unwrap(),
+            ..Settings::default()
+        };
+        assert_eq!(every.warnings().len(), 1);
     }
 }

@@ -3,13 +3,15 @@
 //! Only the registry host changes; the repository path, tag and digest are copied byte for
 //! byte, so `name:tag@digest` keeps pinning the same content. The host follows the container
 //! reference grammar: the first path component is a host when it contains `.` or `:` or is
-//! `localhost`, otherwise the image lives on `docker.io` (with `library/` for one-component
-//! names), which is spelt out in the rewritten reference.
+//! `localhost`, otherwise the image lives on `docker.io`, a host the rule below leaves alone.
 //!
-//! Two kinds of host are left alone, because the P2P endpoint has no way to carry them back
-//! to the origin: a host with a port other than 443 (the endpoint replaces the port with its
-//! own, so the origin port would be lost), and a host with a single label or an IP address
-//! (there is no first label and domain to put the P2P label between). A host whose second
+//! Some hosts are left alone, because the P2P endpoint has no way to carry them back to the
+//! origin or because the P2P name would not be the cluster owner's to use: a host with a port
+//! other than 443 (the endpoint replaces the port with its own, so the origin port would be
+//! lost); an IP address or `localhost` (there is no domain to put the P2P label into); and a
+//! host with fewer than three labels, Docker Hub included. The P2P name of `quay.io` would be
+//! `quay.distributed.io`, a name in the `distributed.io` domain that somebody else may own, and
+//! the pull secret copies would hand that name the registry's credentials. A host whose second
 //! label is already the P2P label is a P2P endpoint and is never rewritten twice.
 
 use crate::config::{Endpoint, HostPattern};
@@ -30,6 +32,9 @@ pub enum Outcome {
     Unsupported(&'static str),
 }
 
+/// Docker Hub's historic host names, which stand for [`DOCKER_HUB`].
+const DOCKER_HUB_ALIASES: [&str; 2] = ["index.docker.io", "registry-1.docker.io"];
+
 /// Splits a reference into its registry host (with port, if any) and the rest, filling in
 /// the implicit Docker Hub host.
 pub fn split(image: &str) -> Option<(String, String)> {
@@ -45,6 +50,14 @@ pub fn split(image: &str) -> Option<(String, String)> {
         Some(_) => Some((DOCKER_HUB.to_string(), image.to_string())),
         None => Some((DOCKER_HUB.to_string(), format!("library/{image}"))),
     }
+}
+
+/// Whether a host name (without port) is Docker Hub under any of its names.
+pub fn is_docker_hub(name: &str) -> bool {
+    name.eq_ignore_ascii_case(DOCKER_HUB)
+        || DOCKER_HUB_ALIASES
+            .iter()
+            .any(|a| name.eq_ignore_ascii_case(a))
 }
 
 /// The P2P endpoint for a registry host (`host` or `host:port`), or why there is none.
@@ -63,18 +76,24 @@ pub fn p2p_host(host: &str, endpoint: &Endpoint) -> Result<String, &'static str>
         }
         Some(_) => return Err("the registry port is not a number"),
     }
-    let Some((first, domain)) = name.split_once('.') else {
-        return Err("a single-label host has no domain to extend");
-    };
-    if first.is_empty() || domain.is_empty() {
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
         return Err("the registry host is not a DNS name");
     }
-    if name
-        .split('.')
-        .all(|l| l.chars().all(|c| c.is_ascii_digit()))
-    {
+    if labels.iter().all(|l| l.chars().all(|c| c.is_ascii_digit())) {
         return Err("an IP address has no domain to extend");
     }
+    let last = labels[labels.len() - 1];
+    if last.eq_ignore_ascii_case("localhost") {
+        return Err("a localhost name has no domain to extend");
+    }
+    if is_docker_hub(name) {
+        return Err("Docker Hub: the P2P name would be in someone else's domain");
+    }
+    if labels.len() < 3 {
+        return Err("fewer than three host labels: the P2P name would be in someone else's domain");
+    }
+    let (first, domain) = name.split_once('.').expect("three labels");
     Ok(format!(
         "{first}.{}.{domain}:{}",
         endpoint.label, endpoint.port
@@ -137,20 +156,26 @@ mod tests {
     }
 
     #[test]
-    fn implicit_docker_hub() {
-        assert_eq!(
-            any("nginx"),
-            ok("docker.distributed.io:65001/library/nginx")
-        );
-        assert_eq!(
-            any("library/nginx:1.27"),
-            ok("docker.distributed.io:65001/library/nginx:1.27")
-        );
-        assert_eq!(any("user/app"), ok("docker.distributed.io:65001/user/app"));
-        assert_eq!(
-            any("docker.io/user/app:v2"),
-            ok("docker.distributed.io:65001/user/app:v2")
-        );
+    fn short_hosts_are_never_moved_into_another_domain() {
+        // `*` lists every registry, so each of these reaches the host rule.
+        for image in [
+            "nginx",
+            "library/nginx:1.27",
+            "user/app",
+            "docker.io/user/app:v2",
+            "index.docker.io/library/nginx",
+            "registry-1.docker.io/library/nginx",
+            "quay.io/prometheus/node-exporter:v1.8.0",
+            "ghcr.io/org/tool:1",
+            "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "example.com/app:1",
+        ] {
+            assert!(
+                matches!(any(image), Outcome::Unsupported(why) if why.contains("domain")),
+                "{image}: {:?}",
+                any(image)
+            );
+        }
     }
 
     #[test]
@@ -165,8 +190,8 @@ mod tests {
             ok(&format!("reg.distributed.example.com:65001/a/b:1.2@{d}"))
         );
         assert_eq!(
-            any(&format!("busybox@{d}")),
-            ok(&format!("docker.distributed.io:65001/library/busybox@{d}"))
+            any(&format!("a.b.example.com/c@{d}")),
+            ok(&format!("a.distributed.b.example.com:65001/c@{d}"))
         );
     }
 
@@ -182,6 +207,11 @@ mod tests {
         ));
         assert!(matches!(any("localhost:5000/a:1"), Outcome::Unsupported(_)));
         assert!(matches!(any("localhost/a"), Outcome::Unsupported(_)));
+        assert!(matches!(
+            any("reg.dev.localhost/a"),
+            Outcome::Unsupported(_)
+        ));
+        assert!(matches!(any("reg..example.com/a"), Outcome::Unsupported(_)));
         assert!(matches!(any("10.0.0.1:5000/a"), Outcome::Unsupported(_)));
         assert!(matches!(any("10.0.0.1/a"), Outcome::Unsupported(_)));
         assert!(matches!(any("[::1]:5000/a"), Outcome::Unsupported(_)));
@@ -195,10 +225,10 @@ mod tests {
             panic!()
         };
         assert_eq!(any(&once), Outcome::AlreadyP2p);
-        let Outcome::Rewritten(hub) = any("nginx") else {
+        let Outcome::Rewritten(deep) = any("a.b.example.com/c") else {
             panic!()
         };
-        assert_eq!(any(&hub), Outcome::AlreadyP2p);
+        assert_eq!(any(&deep), Outcome::AlreadyP2p);
     }
 
     #[test]

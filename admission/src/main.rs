@@ -8,15 +8,14 @@ use clap::Parser;
 use dadi_p2p_admission::cli::Args;
 use dadi_p2p_admission::config::Settings;
 use dadi_p2p_admission::secrets::controller::SecretController;
+use dadi_p2p_admission::secrets::requests::Requests;
 use dadi_p2p_admission::{metrics::Metrics, namespaces::NamespaceCache, server, tls, webhook};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Settings could not be used.
 const EXIT_CONFIG: u8 = 2;
 /// Start-up or serving failed.
 const EXIT_RUNTIME: u8 = 1;
-/// Pull secret requests waiting for the controller.
-const SECRET_QUEUE: usize = 1024;
 /// Time the secret controller gets to finish queued requests after the server has drained.
 const CONTROLLER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -52,6 +51,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
+    for warning in settings.warnings() {
+        tracing::warn!(registries = %args.registries, "{warning}");
+    }
     let metrics = Metrics::new();
     let cert =
         tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), metrics.clone())
@@ -65,16 +67,16 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let (stop_tx, mut stop_rx) = watch::channel(false);
 
-    let (secret_tx, secret_rx) = mpsc::channel(SECRET_QUEUE);
+    let requests = Arc::new(Requests::new());
     let controller = SecretController::new(client.clone(), settings.clone(), metrics.clone());
-    // The controller ends when the server has drained and dropped the last queue sender, so
-    // copies requested by the last reviews are still made.
-    let controller = tokio::spawn(controller.run(secret_rx, std::future::pending()));
+    // The controller ends when the server has drained and the requests are closed, so copies
+    // requested by the last reviews are still made.
+    let controller = tokio::spawn(controller.run(requests.clone(), std::future::pending()));
     let namespaces = Arc::new(NamespaceCache::start(client));
     let hook = webhook::Webhook::new(
         settings.clone(),
         namespaces,
-        Some(secret_tx),
+        Some(requests.clone()),
         metrics.clone(),
     );
     let app = Arc::new(server::App {
@@ -96,6 +98,7 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
         },
     )
     .await;
+    requests.close();
     if tokio::time::timeout(CONTROLLER_GRACE, controller)
         .await
         .is_err()

@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -25,7 +26,10 @@ pub struct Metrics {
     images_rewritten: Counter,
     images_skipped: Counter,
     secret_copies: Family<Outcome, Counter>,
+    secret_requests_dropped: Counter,
     cert_reloads: Family<Outcome, Counter>,
+    /// Bumped on every counted outcome, so a caller can wait for a count instead of polling.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl Default for Metrics {
@@ -68,6 +72,12 @@ impl Metrics {
             "P2P pull secret reconciliations, by outcome",
             secret_copies.clone(),
         );
+        let secret_requests_dropped = Counter::default();
+        r.register(
+            "secret_requests_dropped",
+            "Pull secret copy requests dropped because too many were pending",
+            secret_requests_dropped.clone(),
+        );
         let cert_reloads = Family::<Outcome, Counter>::default();
         r.register(
             "certificate_reloads",
@@ -81,20 +91,28 @@ impl Metrics {
             images_rewritten,
             images_skipped,
             secret_copies,
+            secret_requests_dropped,
             cert_reloads,
+            changes: Arc::new(watch::channel(0).0),
         }
     }
 
-    fn inc(family: &Family<Outcome, Counter>, outcome: &str) {
+    fn inc(&self, family: &Family<Outcome, Counter>, outcome: &str) {
         family
             .get_or_create(&Outcome {
                 outcome: outcome.to_string(),
             })
             .inc();
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees a change whenever an outcome is counted.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn review(&self, outcome: &str) {
-        Self::inc(&self.reviews, outcome);
+        self.inc(&self.reviews, outcome);
     }
 
     pub fn review_time(&self, elapsed: std::time::Duration) {
@@ -107,11 +125,16 @@ impl Metrics {
     }
 
     pub fn secret_copy(&self, outcome: &str) {
-        Self::inc(&self.secret_copies, outcome);
+        self.inc(&self.secret_copies, outcome);
+    }
+
+    pub fn secret_request_dropped(&self) {
+        self.secret_requests_dropped.inc();
+        self.changes.send_modify(|n| *n += 1);
     }
 
     pub fn cert_reload(&self, outcome: &str) {
-        Self::inc(&self.cert_reloads, outcome);
+        self.inc(&self.cert_reloads, outcome);
     }
 
     /// The OpenMetrics text exposition.

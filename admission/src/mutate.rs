@@ -1,8 +1,9 @@
 //! Builds the JSONPatch for one selected Pod: new image references, annotations, pull secrets.
 //!
 //! Pure: it reads the Pod and the settings and returns a [`Plan`]; nothing here talks to the
-//! API. A Pod with no rewritable image gets no patch at all, so unlisted workloads pass through
-//! unchanged. Patches are built against the object as sent, with `add` for missing parents,
+//! API. A Pod with no rewritable image is not accelerated: when none of its images is listed it
+//! gets no patch at all, and when listed images had to be left alone it gets only the
+//! `p2p-config` annotation saying why. Patches are built against the object as sent, with `add` for missing parents,
 //! because the API server applies them to exactly that object.
 
 use std::collections::BTreeSet;
@@ -86,15 +87,19 @@ fn containers(pod: &Pod) -> Vec<(&'static str, Named)> {
     ]
 }
 
-/// Previous records that still describe the Pod, so re-admission keeps the undo information.
-fn previous_records(pod: &Pod, current: &[(&str, String, String)]) -> Vec<ImageRecord> {
-    let old: Option<P2pConfig> = pod
-        .metadata
+/// The annotation a previous admission left, if it can be read.
+fn previous_config(pod: &Pod) -> Option<P2pConfig> {
+    pod.metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(CONFIG_ANNOTATION))
-        .and_then(|s| serde_json::from_str(s).ok());
-    old.map(|c| c.images)
+        .and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// Previous records that still describe the Pod, so re-admission keeps the undo information.
+fn previous_records(pod: &Pod, current: &[(&str, String, String)]) -> Vec<ImageRecord> {
+    previous_config(pod)
+        .map(|c| c.images)
         .unwrap_or_default()
         .into_iter()
         .filter(|r| {
@@ -141,7 +146,26 @@ pub fn plan(pod: &Pod, scope: &Scope, settings: &Settings) -> Plan {
         }
     }
     out.rewritten = records.len();
-    if records.is_empty() || *scope != Scope::Create {
+    if *scope != Scope::Create {
+        return out;
+    }
+    if records.is_empty() {
+        // Not accelerated. A first admission whose listed images were all left alone still
+        // records why in the annotation; the Pod gets neither the mode annotation nor pull
+        // secrets, and a Pod accelerated earlier keeps its record as it is.
+        if already.is_empty() && !out.skipped.is_empty() {
+            let config = P2pConfig {
+                version: CONFIG_VERSION,
+                endpoint: endpoint_record(settings),
+                images: Vec::new(),
+                pull_secrets: Vec::new(),
+                skipped: out.skipped.clone(),
+            };
+            if previous_config(pod).as_ref() != Some(&config) {
+                out.patch
+                    .extend(annotate(pod, &[(CONFIG_ANNOTATION, &to_json(&config))]));
+            }
+        }
         return out;
     }
 
@@ -182,32 +206,49 @@ pub fn plan(pod: &Pod, scope: &Scope, settings: &Settings) -> Plan {
     images.extend(records);
     let config = P2pConfig {
         version: CONFIG_VERSION,
-        endpoint: EndpointRecord {
-            label: settings.endpoint.label.clone(),
-            port: settings.endpoint.port,
-        },
+        endpoint: endpoint_record(settings),
         images,
         pull_secrets,
         skipped: out.skipped.clone(),
     };
-    let config = serde_json::to_string(&config).expect("plain structs serialise");
-    if pod.metadata.annotations.is_none() {
-        out.patch.push(json!({
-            "op": "add",
-            "path": "/metadata/annotations",
-            "value": {MODE_ANNOTATION: MODE_VALUE, CONFIG_ANNOTATION: config},
-        }));
-    } else {
-        for (k, v) in [
+    out.patch.extend(annotate(
+        pod,
+        &[
             (MODE_ANNOTATION, MODE_VALUE),
-            (CONFIG_ANNOTATION, config.as_str()),
-        ] {
-            out.patch.push(json!({
+            (CONFIG_ANNOTATION, &to_json(&config)),
+        ],
+    ));
+    out
+}
+
+fn endpoint_record(settings: &Settings) -> EndpointRecord {
+    EndpointRecord {
+        label: settings.endpoint.label.clone(),
+        port: settings.endpoint.port,
+    }
+}
+
+fn to_json(config: &P2pConfig) -> String {
+    serde_json::to_string(config).expect("plain structs serialise")
+}
+
+/// Operations that set the annotations, creating the map when the Pod has none.
+fn annotate(pod: &Pod, pairs: &[(&str, &str)]) -> Vec<Value> {
+    if pod.metadata.annotations.is_none() {
+        let map: serde_json::Map<String, Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        return vec![json!({"op": "add", "path": "/metadata/annotations", "value": map})];
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            json!({
                 "op": "add",
                 "path": format!("/metadata/annotations/{}", escape(k)),
                 "value": v,
-            }));
-        }
-    }
-    out
+            })
+        })
+        .collect()
 }

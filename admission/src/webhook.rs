@@ -3,14 +3,13 @@
 //! Every path answers `allowed: true`: the webhook only ever adds acceleration, so a request
 //! it cannot read, a namespace it cannot look up or a Pod it does not select is let through
 //! unchanged (with a warning where the user should know). Pull secret copies are requested
-//! from the secret controller through a bounded queue and never awaited, as creation is
-//! asynchronous; dry-run requests get the patch but queue nothing.
+//! from the secret controller through [`Requests`] and never awaited, as creation is
+//! asynchronous; dry-run requests get the patch but request nothing.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::config::Settings;
@@ -19,14 +18,10 @@ use crate::mutate::{self, Scope};
 use crate::namespaces::NamespaceLabels;
 use crate::p2p_config::{MODE_ANNOTATION, MODE_VALUE};
 use crate::review::{self, Request, ReviewError};
+use crate::secrets::requests::{Queued, Requests};
 use crate::select;
 
-/// A pull secret whose P2P copy a Pod now refers to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SecretRef {
-    pub namespace: String,
-    pub name: String,
-}
+pub use crate::secrets::requests::SecretRef;
 
 /// What the handler decided for one request, before encoding.
 #[derive(Debug, Default, PartialEq)]
@@ -40,7 +35,7 @@ pub struct Decision {
 pub struct Webhook {
     settings: Arc<Settings>,
     namespaces: Arc<dyn NamespaceLabels>,
-    secrets: Option<mpsc::Sender<SecretRef>>,
+    secrets: Option<Arc<Requests>>,
     metrics: Metrics,
 }
 
@@ -48,7 +43,7 @@ impl Webhook {
     pub fn new(
         settings: Arc<Settings>,
         namespaces: Arc<dyn NamespaceLabels>,
-        secrets: Option<mpsc::Sender<SecretRef>>,
+        secrets: Option<Arc<Requests>>,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -77,13 +72,14 @@ impl Webhook {
         };
         self.metrics.review(decision.outcome);
         for s in &decision.secrets {
-            let Some(tx) = &self.secrets else { break };
-            match tx.try_send(s.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret queue full")
+            let Some(requests) = &self.secrets else { break };
+            match requests.push(s.clone()) {
+                Queued::Added | Queued::AlreadyPending => {}
+                Queued::Full => {
+                    self.metrics.secret_request_dropped();
+                    tracing::warn!(namespace = %s.namespace, secret = %s.name, "too many pull secrets pending; request dropped")
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Queued::Closed => {
                     tracing::warn!(namespace = %s.namespace, secret = %s.name, "secret controller stopped")
                 }
             }
@@ -153,6 +149,14 @@ impl Webhook {
             return Ok(Decision {
                 warnings,
                 ..outcome("unchanged")
+            });
+        }
+        if plan.rewritten == 0 {
+            tracing::info!(%namespace, pod = %pod_name, skipped = plan.skipped.len(), "pod not accelerated: listed images left alone");
+            return Ok(Decision {
+                patch: plan.patch,
+                warnings,
+                ..outcome("skipped")
             });
         }
         let dry_run = req.dry_run();

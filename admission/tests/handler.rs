@@ -1,158 +1,19 @@
-//! The handler on AdmissionReview fixtures: every answer is applied as the API server would
-//! apply it (base64 JSONPatch onto the object sent) and the resulting Pod is checked.
+//! The handler on AdmissionReview fixtures: selection by Pod and namespace labels, the
+//! annotations and pull secrets of the documented result, pull secret requests, debug
+//! containers, dry runs and damaged requests. Every answer is applied as the API server would
+//! apply it (see `review_harness`) and the resulting Pod is checked.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod review_harness;
 
-use base64::Engine;
 use dadi_p2p_admission::config::{HostPattern, Settings};
-use dadi_p2p_admission::metrics::Metrics;
-use dadi_p2p_admission::webhook::{SecretRef, Webhook};
+use dadi_p2p_admission::secrets::requests::MAX_PENDING;
+use dadi_p2p_admission::webhook::SecretRef;
+use review_harness::*;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-
-const KEY: &str = "k8s.aliyun.com/image-accelerate-mode";
-const ORIGINAL: &str = "test-registry-vpc.cn-hangzhou.cr.aliyuncs.com/docker-builder/nginx:latest";
-const P2P: &str =
-    "test-registry-vpc.distributed.cn-hangzhou.cr.aliyuncs.com:65001/docker-builder/nginx:latest";
-const DIGEST: &str = "sha256:3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-struct Harness {
-    hook: Webhook,
-    secrets: mpsc::Receiver<SecretRef>,
-    metrics: Metrics,
-}
-
-fn harness(settings: Settings, labelled_namespaces: &[&str]) -> Harness {
-    let mut namespaces = BTreeMap::new();
-    for ns in ["apps", "plain", "other"] {
-        let mut labels =
-            BTreeMap::from([("kubernetes.io/metadata.name".to_string(), ns.to_string())]);
-        if labelled_namespaces.contains(&ns) {
-            labels.insert(KEY.to_string(), "p2p".to_string());
-        }
-        namespaces.insert(ns.to_string(), labels);
-    }
-    let (tx, rx) = mpsc::channel(16);
-    let metrics = Metrics::new();
-    let hook = Webhook::new(
-        Arc::new(settings),
-        Arc::new(namespaces),
-        Some(tx),
-        metrics.clone(),
-    );
-    Harness {
-        hook,
-        secrets: rx,
-        metrics,
-    }
-}
-
-/// The answer, and the object after applying its patch (the object unchanged if none).
-struct Answer {
-    response: Value,
-    pod: Value,
-    patched: bool,
-}
-
-async fn admit(h: &Harness, review: &Value) -> Answer {
-    let out = h.hook.review(&serde_json::to_vec(review).unwrap()).await;
-    let out: Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
-    assert_eq!(out["kind"], "AdmissionReview");
-    let response = out["response"].clone();
-    assert_eq!(response["uid"], review["request"]["uid"]);
-    assert_eq!(response["allowed"], true);
-    let mut pod = review["request"]["object"].clone();
-    let patched = response.get("patch").is_some();
-    if patched {
-        assert_eq!(response["patchType"], "JSONPatch");
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(response["patch"].as_str().unwrap())
-            .unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&raw).unwrap();
-        json_patch::patch(&mut pod, &patch).unwrap();
-    }
-    Answer {
-        response,
-        pod,
-        patched,
-    }
-}
-
-fn with_pod_label(mut review: Value) -> Value {
-    review["request"]["object"]["metadata"]["labels"][KEY] = json!("p2p");
-    review
-}
-
-fn in_namespace(mut review: Value, ns: &str) -> Value {
-    review["request"]["namespace"] = json!(ns);
-    review["request"]["object"]["metadata"]["namespace"] = json!(ns);
-    review
-}
-
-fn images(pod: &Value, list: &str) -> Vec<String> {
-    pod["spec"][list]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| c["image"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn pull_secrets(pod: &Value) -> Vec<String> {
-    pod["spec"]["imagePullSecrets"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| s["name"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn p2p_config(pod: &Value) -> Value {
-    serde_json::from_str(
-        pod["metadata"]["annotations"]["k8s.aliyun.com/p2p-config"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap()
-}
-
-fn assert_documented_result(pod: &Value) {
-    assert_eq!(pod["metadata"]["annotations"][KEY], "p2p");
-    assert_eq!(images(pod, "containers"), [P2P]);
-    assert_eq!(
-        pull_secrets(pod),
-        ["test-registry", "acr-credential-test-registry-p2p"]
-    );
-    let config = p2p_config(pod);
-    assert_eq!(config["version"], 1);
-    assert_eq!(
-        config["endpoint"],
-        json!({"label": "distributed", "port": 65001})
-    );
-    assert_eq!(
-        config["images"],
-        json!([{"kind": "containers", "container": "test", "original": ORIGINAL, "image": P2P}])
-    );
-    assert_eq!(
-        config["pullSecrets"],
-        json!([{"original": "test-registry", "p2p": "acr-credential-test-registry-p2p"}])
-    );
-}
 
 #[tokio::test]
 async fn namespace_label_only() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let a = admit(&h, &fixture("deployment-pod.json")).await;
     assert_documented_result(&a.pod);
     assert!(
@@ -160,13 +21,12 @@ async fn namespace_label_only() {
         "generated names stay to the API server"
     );
     assert_eq!(
-        h.secrets.try_recv().unwrap(),
-        SecretRef {
+        h.secrets.take(),
+        [SecretRef {
             namespace: "apps".into(),
             name: "test-registry".into()
-        }
+        }]
     );
-    assert!(h.secrets.try_recv().is_err());
     assert!(h
         .metrics
         .encode()
@@ -174,8 +34,56 @@ async fn namespace_label_only() {
 }
 
 #[tokio::test]
+async fn a_rollout_asks_for_each_pull_secret_once() {
+    // More Pods than any fixed queue would hold, while the controller takes nothing: one
+    // pending request per original, and none dropped.
+    let h = harness(settings(), &["apps"]);
+    let mut review = fixture("deployment-pod.json");
+    for i in 0..2_000 {
+        review["request"]["uid"] = json!(format!("uid-{i}"));
+        assert!(admit(&h, &review).await.patched);
+    }
+    assert_eq!(h.secrets.len(), 1);
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("dadi_p2p_admission_secret_requests_dropped_total 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_the_limit_are_dropped_and_counted() {
+    let h = harness(settings(), &["apps"]);
+    for i in 0..MAX_PENDING - 1 {
+        h.secrets.push(SecretRef {
+            namespace: "other".into(),
+            name: format!("s{i}"),
+        });
+    }
+    let mut review = fixture("deployment-pod.json");
+    review["request"]["object"]["spec"]["imagePullSecrets"] =
+        json!([{"name": "first"}, {"name": "second"}]);
+    let a = admit(&h, &review).await;
+    assert_eq!(
+        pull_secrets(&a.pod),
+        [
+            "first",
+            "second",
+            "acr-credential-first-p2p",
+            "acr-credential-second-p2p"
+        ],
+        "the Pod is patched whatever happens to the request"
+    );
+    assert_eq!(h.secrets.len(), MAX_PENDING);
+    assert!(h
+        .metrics
+        .encode()
+        .contains("dadi_p2p_admission_secret_requests_dropped_total 1"));
+}
+
+#[tokio::test]
 async fn pod_label_only() {
-    let h = harness(Settings::default(), &[]);
+    let h = harness(settings(), &[]);
     let a = admit(&h, &with_pod_label(fixture("deployment-pod.json"))).await;
     assert_documented_result(&a.pod);
     assert_eq!(a.pod["metadata"]["labels"]["app"], "nginx");
@@ -183,14 +91,14 @@ async fn pod_label_only() {
 
 #[tokio::test]
 async fn pod_and_namespace_labels() {
-    let h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let a = admit(&h, &with_pod_label(fixture("deployment-pod.json"))).await;
     assert_documented_result(&a.pod);
 }
 
 #[tokio::test]
 async fn neither_label_leaves_the_pod_alone() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let a = admit(&h, &in_namespace(fixture("deployment-pod.json"), "plain")).await;
     assert!(!a.patched);
     assert_eq!(
@@ -204,115 +112,22 @@ async fn neither_label_leaves_the_pod_alone() {
             })
             .unwrap()
     );
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
     let unknown = admit(&h, &in_namespace(fixture("deployment-pod.json"), "missing")).await;
     assert!(!unknown.patched);
 }
 
 #[tokio::test]
 async fn a_pod_can_opt_out_in_a_labelled_namespace() {
-    let h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["metadata"]["labels"][KEY] = json!("none");
     assert!(!admit(&h, &review).await.patched);
 }
 
 #[tokio::test]
-async fn only_listed_registries_are_rewritten() {
-    let settings = Settings {
-        registries: vec![
-            HostPattern::parse("registries", "*.cr.aliyuncs.com").unwrap(),
-            HostPattern::parse("registries", "docker.io").unwrap(),
-        ],
-        ..Settings::default()
-    };
-    let h = harness(settings, &["apps"]);
-    let mut review = fixture("deployment-pod.json");
-    review["request"]["object"]["spec"]["containers"] = json!([
-        {"name": "acr", "image": ORIGINAL},
-        {"name": "quay", "image": "quay.io/prometheus/node-exporter:v1.8.0"},
-        {"name": "hub", "image": "nginx:1.27"},
-        {"name": "user", "image": "user/app"},
-    ]);
-    let a = admit(&h, &review).await;
-    assert_eq!(
-        images(&a.pod, "containers"),
-        [
-            P2P,
-            "quay.io/prometheus/node-exporter:v1.8.0",
-            "docker.distributed.io:65001/library/nginx:1.27",
-            "docker.distributed.io:65001/user/app",
-        ]
-    );
-    let config = p2p_config(&a.pod);
-    assert_eq!(config["images"].as_array().unwrap().len(), 3);
-    assert_eq!(config["images"][1]["original"], "nginx:1.27");
-}
-
-#[tokio::test]
-async fn nothing_listed_means_no_patch() {
-    let settings = Settings {
-        registries: vec![HostPattern::parse("registries", "reg.example.com").unwrap()],
-        ..Settings::default()
-    };
-    let mut h = harness(settings, &["apps"]);
-    let a = admit(&h, &fixture("deployment-pod.json")).await;
-    assert!(!a.patched);
-    assert!(
-        h.secrets.try_recv().is_err(),
-        "no copy for a Pod that was not changed"
-    );
-}
-
-#[tokio::test]
-async fn init_containers_digests_and_ports() {
-    let h = harness(Settings::default(), &["apps"]);
-    let mut review = fixture("deployment-pod.json");
-    let spec = &mut review["request"]["object"]["spec"];
-    spec["initContainers"] = json!([
-        {"name": "migrate", "image": format!("reg.example.com/ns/migrate@{DIGEST}")},
-        {"name": "seed", "image": format!("reg.example.com/ns/seed:2.0@{DIGEST}")},
-    ]);
-    spec["containers"] = json!([
-        {"name": "app", "image": "reg.example.com:443/ns/app:1"},
-        {"name": "local", "image": "reg.example.com:5000/ns/app:1"},
-        {"name": "devreg", "image": "localhost:5000/app"},
-    ]);
-    let a = admit(&h, &review).await;
-    assert_eq!(
-        images(&a.pod, "initContainers"),
-        [
-            format!("reg.distributed.example.com:65001/ns/migrate@{DIGEST}"),
-            format!("reg.distributed.example.com:65001/ns/seed:2.0@{DIGEST}"),
-        ]
-    );
-    assert_eq!(
-        images(&a.pod, "containers"),
-        [
-            "reg.distributed.example.com:65001/ns/app:1",
-            "reg.example.com:5000/ns/app:1",
-            "localhost:5000/app"
-        ]
-    );
-    let config = p2p_config(&a.pod);
-    let skipped: Vec<&str> = config["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["container"].as_str().unwrap())
-        .collect();
-    assert_eq!(skipped, ["local", "devreg"]);
-    let warnings = a.response["warnings"].as_array().unwrap();
-    assert_eq!(warnings.len(), 2);
-    assert!(warnings[0]
-        .as_str()
-        .unwrap()
-        .contains("reg.example.com:5000/ns/app:1"));
-}
-
-#[tokio::test]
 async fn ephemeral_containers_added_later() {
-    let h = harness(Settings::default(), &[]);
+    let h = harness(settings(), &[]);
     let a = admit(&h, &fixture("ephemeral-update.json")).await;
     assert_eq!(
         images(&a.pod, "ephemeralContainers"),
@@ -339,47 +154,8 @@ async fn ephemeral_containers_added_later() {
 }
 
 #[tokio::test]
-async fn readmission_is_idempotent() {
-    let mut h = harness(Settings::default(), &["apps"]);
-    let mut review = fixture("deployment-pod.json");
-    review["request"]["object"]["spec"]["initContainers"] =
-        json!([{"name": "init", "image": "busybox"}]);
-    let first = admit(&h, &review).await;
-    h.secrets.try_recv().unwrap();
-    review["request"]["object"] = first.pod.clone();
-    let second = admit(&h, &review).await;
-    assert!(!second.patched);
-    assert_eq!(second.pod, first.pod);
-    assert!(h.secrets.try_recv().is_err());
-
-    // A copied Pod spec gaining one more container: only the new one changes, the undo record
-    // keeps the earlier entries, and no pull secret is listed twice.
-    review["request"]["object"]["spec"]["containers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "sidecar", "image": "reg.example.com/side:1"}));
-    let third = admit(&h, &review).await;
-    assert_eq!(
-        images(&third.pod, "containers"),
-        [P2P, "reg.distributed.example.com:65001/side:1"]
-    );
-    assert_eq!(
-        pull_secrets(&third.pod),
-        ["test-registry", "acr-credential-test-registry-p2p"]
-    );
-    let config = p2p_config(&third.pod);
-    let originals: Vec<&str> = config["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["original"].as_str().unwrap())
-        .collect();
-    assert_eq!(originals, [ORIGINAL, "busybox", "reg.example.com/side:1"]);
-}
-
-#[tokio::test]
 async fn pods_without_annotations_or_pull_secrets() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["object"]["spec"]
         .as_object_mut()
@@ -391,23 +167,23 @@ async fn pods_without_annotations_or_pull_secrets() {
     assert_eq!(a.pod["metadata"]["annotations"][KEY], "p2p");
     assert!(a.pod["spec"].get("imagePullSecrets").is_none());
     assert_eq!(images(&a.pod, "containers"), [P2P]);
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
 }
 
 #[tokio::test]
 async fn dry_run_gets_the_patch_but_no_secret() {
-    let mut h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let mut review = fixture("deployment-pod.json");
     review["request"]["dryRun"] = json!(true);
     let a = admit(&h, &review).await;
     assert_documented_result(&a.pod);
-    assert!(h.secrets.try_recv().is_err());
+    assert!(h.secrets.is_empty());
     assert!(h.metrics.encode().contains("outcome=\"dry-run\""));
 }
 
 #[tokio::test]
 async fn malformed_requests_are_allowed_unchanged() {
-    let h = harness(Settings::default(), &["apps"]);
+    let h = harness(settings(), &["apps"]);
     let out: Value = serde_json::from_slice(&h.hook.review(b"{not json").await).unwrap();
     assert_eq!(out["response"]["allowed"], true);
     assert!(out["response"].get("patch").is_none());

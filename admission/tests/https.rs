@@ -55,7 +55,10 @@ async fn start(dir: &Path) -> Running {
         )]),
     )]);
     let hook = Webhook::new(
-        Arc::new(Settings::default()),
+        Arc::new(Settings {
+            registries: Settings::parse_registries("*.example.com").unwrap(),
+            ..Settings::default()
+        }),
         Arc::new(labels),
         None,
         metrics.clone(),

@@ -141,7 +141,16 @@ fn documents_are_typed_and_consistent() {
         .flatten()
         .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
         .collect();
-    dadi_p2p_admission::config::Settings::parse_registries(&env["DADI_P2P_REGISTRIES"]).unwrap();
+    // No registry is listed as shipped; the commented example is one the binary takes.
+    let parse = dadi_p2p_admission::config::Settings::parse_registries;
+    assert_eq!(parse(&env["DADI_P2P_REGISTRIES"]), Ok(Vec::new()));
+    let text = std::fs::read_to_string(dir().join("deployment.yaml")).unwrap();
+    let example = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("#   value: "))
+        .expect("a commented registry example");
+    let example: String = serde_yaml_ng::from_str(example).unwrap();
+    assert!(!parse(&example).unwrap().is_empty());
     assert_eq!(env["DADI_P2P_PORT"], "65001");
     let mount = &c.volume_mounts.as_ref().unwrap()[0].mount_path;
     for arg in c.args.iter().flatten().filter(|a| a.starts_with("--tls-")) {

@@ -1,17 +1,24 @@
 //! Keeps the P2P copies in the cluster: creates them when the webhook asks, updates them when
 //! the original changes.
 //!
-//! One task owns all state. It takes requests from the webhook (bounded queue) and events from
-//! a watch of Secrets, and reconciles one original at a time: read the original and the copy,
-//! [`decide`](super::copy::decide), write. A request for an original that does not exist yet
-//! stays wanted, and the copy is made when the original appears; wanted originals whose
-//! reconcile failed are retried every [`RETRY_EVERY`]. Two replicas may both write; a conflict
-//! is harmless because the loser sees the winner's copy in its next event and finds it current.
+//! One task owns all state and reconciles one original at a time, so the API server sees at
+//! most one call from it at once. It takes requests from the webhook ([`Requests`]) and events
+//! from a watch of Secrets; a reconcile reads the original and the copy,
+//! [`decide`](super::copy::decide)s, and writes. A request for an original that does not exist
+//! yet stays wanted, and the copy is made when the original appears. A reconcile that failed,
+//! whatever started it, stays wanted and is tried again every [`Timing::retry`]. Every
+//! [`Timing::resync`] each copy known from the watch is compared with its original once more,
+//! so a change the watch missed, or a copy edited by hand, does not stay wrong.
+//!
+//! Every replica runs this controller (there is no leader election), so a write can meet
+//! another replica's: AlreadyExists on create, Conflict on update. That is not a failure: the
+//! copy is read again and compared, counted as current when it already matches, and otherwise
+//! written again at once, up to [`ATTEMPTS`] times.
 //!
 //! Wanted originals are kept in memory only, so after a restart a copy whose original was
 //! created after its workload is made when the next Pod using it is admitted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,19 +28,23 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use super::copy::{self, Action, CopyError};
+use super::requests::{Requests, SecretRef};
 use super::{DOCKER_CFG, DOCKER_CONFIG_JSON};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::p2p_config::p2p_secret_name;
-use crate::webhook::SecretRef;
 
 /// Time allowed for one API call.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often wanted originals are tried again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(60);
+/// How often every known copy is compared with its original, whether or not it changed.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(300);
+/// Reconciles of one original in a row when each write meets another writer's.
+pub const ATTEMPTS: usize = 3;
 /// Most originals remembered as wanted at once.
 pub const MAX_WANTED: usize = 10_000;
 
@@ -45,6 +56,13 @@ pub enum SecretError {
     Timeout,
     #[error(transparent)]
     Copy(#[from] CopyError),
+}
+
+impl SecretError {
+    /// Whether another writer created or changed the copy between our read and our write.
+    fn written_meanwhile(&self) -> bool {
+        matches!(self, Self::Api(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict())
+    }
 }
 
 /// What a reconcile did.
@@ -71,11 +89,28 @@ impl Reconciled {
     }
 }
 
+/// The controller's periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub retry: Duration,
+    pub resync: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            retry: RETRY_EVERY,
+            resync: RESYNC_EVERY,
+        }
+    }
+}
+
 /// Which originals need attention; pure, driven by requests and watch events.
 #[derive(Debug, Default)]
 pub struct Tracker {
     wanted: BTreeSet<SecretRef>,
-    copies: BTreeSet<SecretRef>,
+    /// Managed copies seen in the watch, with the name of the original that owns each.
+    copies: BTreeMap<SecretRef, Option<String>>,
 }
 
 fn secret_ref(s: &Secret) -> SecretRef {
@@ -86,7 +121,7 @@ fn secret_ref(s: &Secret) -> SecretRef {
 }
 
 impl Tracker {
-    /// Remembers that a Pod refers to the copy of `r`; false when the set is full.
+    /// Remembers that the copy of `r` is needed; false when the set is full.
     pub fn want(&mut self, r: SecretRef) -> bool {
         if self.wanted.len() >= MAX_WANTED && !self.wanted.contains(&r) {
             return false;
@@ -101,7 +136,7 @@ impl Tracker {
 
     /// Whether a managed copy of `r` is known from the watch, which then keeps it current.
     pub fn has_copy(&self, r: &SecretRef) -> bool {
-        self.copies.contains(&SecretRef {
+        self.copies.contains_key(&SecretRef {
             namespace: r.namespace.clone(),
             name: p2p_secret_name(&r.name),
         })
@@ -111,20 +146,36 @@ impl Tracker {
         self.wanted.iter().cloned().collect()
     }
 
+    /// The originals of every managed copy known from the watch.
+    pub fn copied(&self) -> Vec<SecretRef> {
+        let originals: BTreeSet<SecretRef> = self
+            .copies
+            .iter()
+            .filter_map(|(copy, owner)| {
+                Some(SecretRef {
+                    namespace: copy.namespace.clone(),
+                    name: owner.clone()?,
+                })
+            })
+            .collect();
+        originals.into_iter().collect()
+    }
+
     /// A Secret was created or changed: the original to reconcile, if any.
     pub fn on_apply(&mut self, s: &Secret) -> Option<SecretRef> {
         let me = secret_ref(s);
         if copy::is_managed(s) {
-            self.copies.insert(me.clone());
             let owner = s
                 .metadata
                 .owner_references
                 .iter()
                 .flatten()
-                .find(|o| o.kind == "Secret")?;
+                .find(|o| o.kind == "Secret")
+                .map(|o| o.name.clone());
+            self.copies.insert(me.clone(), owner.clone());
             return Some(SecretRef {
                 namespace: me.namespace,
-                name: owner.name.clone(),
+                name: owner?,
             });
         }
         let pull = matches!(s.type_.as_deref(), Some(DOCKER_CONFIG_JSON | DOCKER_CFG));
@@ -132,7 +183,7 @@ impl Tracker {
             namespace: me.namespace.clone(),
             name: p2p_secret_name(&me.name),
         };
-        (pull && (self.wanted.contains(&me) || self.copies.contains(&copy))).then_some(me)
+        (pull && (self.wanted.contains(&me) || self.copies.contains_key(&copy))).then_some(me)
     }
 
     /// A Secret was deleted. Copies are removed with their original by the API server.
@@ -154,6 +205,7 @@ pub struct SecretController {
     client: Client,
     settings: Arc<Settings>,
     metrics: Metrics,
+    timing: Timing,
 }
 
 impl SecretController {
@@ -162,11 +214,31 @@ impl SecretController {
             client,
             settings,
             metrics,
+            timing: Timing::default(),
         }
     }
 
-    /// Brings the copy of `r` in line with the original.
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Brings the copy of `r` in line with the original. A write that meets another writer's
+    /// is followed by a fresh read and comparison, up to [`ATTEMPTS`] in all.
     pub async fn reconcile(&self, r: &SecretRef) -> Result<Reconciled, SecretError> {
+        let mut attempt = 1;
+        loop {
+            match self.reconcile_once(r).await {
+                Err(e) if e.written_meanwhile() && attempt < ATTEMPTS => {
+                    tracing::debug!(namespace = %r.namespace, secret = %r.name, attempt, "p2p copy written meanwhile; reading it again");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn reconcile_once(&self, r: &SecretRef) -> Result<Reconciled, SecretError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
         let Some(source) = call(api.get_opt(&r.name)).await? else {
             return Ok(Reconciled::SourceMissing);
@@ -212,37 +284,42 @@ impl SecretController {
             }
             Err(error) => {
                 self.metrics.secret_copy("failed");
-                tracing::warn!(namespace = %r.namespace, secret = %r.name, %error, "pull secret copy failed; will retry");
+                if tracker.want(r.clone()) {
+                    tracing::warn!(namespace = %r.namespace, secret = %r.name, %error, "pull secret copy failed; will retry");
+                } else {
+                    tracing::warn!(namespace = %r.namespace, secret = %r.name, %error, "pull secret copy failed; too many pending to retry");
+                }
             }
         }
     }
 
-    /// Runs until `shutdown` resolves or the request queue closes.
-    pub async fn run(
-        self,
-        mut requests: mpsc::Receiver<SecretRef>,
-        shutdown: impl Future<Output = ()>,
-    ) {
+    /// Runs until `shutdown` resolves, or until `requests` is closed and every request taken.
+    pub async fn run(self, requests: Arc<Requests>, shutdown: impl Future<Output = ()>) {
         let api: Api<Secret> = Api::all(self.client.clone());
         let events = watcher(api, watcher::Config::default()).default_backoff();
         futures_util::pin_mut!(events);
         tokio::pin!(shutdown);
-        let mut retry = tokio::time::interval(RETRY_EVERY);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let start = Instant::now();
+        let mut retry = interval_at(start + self.timing.retry, self.timing.retry);
+        retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut resync = interval_at(start + self.timing.resync, self.timing.resync);
+        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut tracker = Tracker::default();
         loop {
             tokio::select! {
-                r = requests.recv() => {
-                    let Some(r) = r else { break };
-                    // Every Pod of a workload asks for the same copy; one that exists is
-                    // already followed through the watch.
-                    if tracker.has_copy(&r) {
-                        continue;
+                batch = requests.next() => {
+                    let Some(batch) = batch else { break };
+                    for r in batch {
+                        // Every Pod of a workload asks for the same copy; one that exists is
+                        // already followed through the watch.
+                        if tracker.has_copy(&r) {
+                            continue;
+                        }
+                        if !tracker.want(r.clone()) {
+                            tracing::warn!(namespace = %r.namespace, secret = %r.name, "too many pending pull secrets");
+                        }
+                        self.step(&mut tracker, r).await;
                     }
-                    if !tracker.want(r.clone()) {
-                        tracing::warn!(namespace = %r.namespace, secret = %r.name, "too many pending pull secrets");
-                    }
-                    self.step(&mut tracker, r).await;
                 }
                 ev = events.next() => match ev {
                     Some(Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))) => {
@@ -257,6 +334,13 @@ impl SecretController {
                 },
                 _ = retry.tick() => {
                     for r in tracker.wanted() {
+                        self.step(&mut tracker, r).await;
+                    }
+                }
+                _ = resync.tick() => {
+                    let copied = tracker.copied();
+                    tracing::debug!(copies = copied.len(), "p2p pull secrets resync");
+                    for r in copied {
                         self.step(&mut tracker, r).await;
                     }
                 }
@@ -324,8 +408,11 @@ mod tests {
             Some(r("reg")),
             "an original with a copy is followed"
         );
+        assert!(t.has_copy(&r("reg")));
+        assert_eq!(t.copied(), [r("reg")], "and compared again at each resync");
         t.on_delete(&copy);
         assert_eq!(t.on_apply(&reg), None);
+        assert!(t.copied().is_empty());
         assert!(t.want(r("reg")));
         assert_eq!(t.on_apply(&secret("reg", "Opaque", None)), None);
     }

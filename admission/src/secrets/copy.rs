@@ -148,9 +148,16 @@ mod tests {
         }
     }
 
+    fn listed() -> Settings {
+        Settings {
+            registries: Settings::parse_registries("*.example.com").unwrap(),
+            ..Settings::default()
+        }
+    }
+
     #[test]
     fn copy_is_named_owned_and_rewritten() {
-        let s = Settings::default();
+        let s = listed();
         let copy = desired(&source(r#"{"reg.example.com":{"auth":"dTpw"}}"#), &s).unwrap();
         assert_eq!(
             copy.metadata.name.as_deref(),
@@ -172,7 +179,7 @@ mod tests {
 
     #[test]
     fn existing_copies() {
-        let s = Settings::default();
+        let s = listed();
         let want = desired(&source(r#"{"reg.example.com":{}}"#), &s).unwrap();
         assert!(matches!(decide(want.clone(), None), Action::Create(_)));
         assert_eq!(decide(want.clone(), Some(&want)), Action::UpToDate);

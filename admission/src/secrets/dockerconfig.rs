@@ -4,14 +4,15 @@
 //! Keys may be a host, `host:port`, a URL (`https://host/v1/`) or a host with a repository
 //! path; the kubelet matches them against the image's host including its port, so a rewritten
 //! key is the P2P host with port, followed by the original repository path if there was one.
-//! Docker Hub's historic keys (`index.docker.io`, `registry-1.docker.io`) stand for `docker.io`.
+//! Keys are rewritten by the same host rule as images, so credentials for Docker Hub (under
+//! any of its names) or any host the rule leaves alone are never copied under a new name.
 //! Entries for hosts that are not rewritten are kept as they are, and every other field of the
 //! document is preserved.
 
 use serde_json::{Map, Value};
 
 use crate::config::Settings;
-use crate::image::{self, Outcome, DOCKER_HUB};
+use crate::image::{self, Outcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerConfigError {
@@ -31,17 +32,8 @@ pub fn rewrite_key(key: &str, settings: &Settings) -> Option<String> {
         Some((h, p)) => (h, p.trim_end_matches('/')),
         None => (bare, ""),
     };
-    let host = match host.to_ascii_lowercase().as_str() {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
-        _ => host.to_string(),
-    };
-    let path = if host == DOCKER_HUB && path == "v1" {
-        ""
-    } else {
-        path
-    };
     let Outcome::Rewritten(p2p) =
-        image::rewrite_host(&host, &settings.registries, &settings.endpoint)
+        image::rewrite_host(host, &settings.registries, &settings.endpoint)
     else {
         return None;
     };
@@ -89,9 +81,16 @@ mod tests {
     use crate::config::HostPattern;
     use serde_json::json;
 
+    fn every_registry() -> Settings {
+        Settings {
+            registries: vec![HostPattern::Any],
+            ..Settings::default()
+        }
+    }
+
     #[test]
     fn keys_become_p2p_hosts() {
-        let s = Settings::default();
+        let s = every_registry();
         let k = |key| rewrite_key(key, &s);
         assert_eq!(
             k("test-registry-vpc.cn-hangzhou.cr.aliyuncs.com").as_deref(),
@@ -105,13 +104,35 @@ mod tests {
             k("reg.example.com/team/app").as_deref(),
             Some("reg.distributed.example.com:65001/team/app")
         );
-        assert_eq!(
-            k("https://index.docker.io/v1/").as_deref(),
-            Some("docker.distributed.io:65001")
-        );
         assert_eq!(k("reg.example.com:5000"), None);
         assert_eq!(k("reg.distributed.example.com:65001"), None);
         assert_eq!(k("localhost"), None);
+    }
+
+    #[test]
+    fn credentials_never_move_into_another_domain() {
+        let s = every_registry();
+        for key in [
+            "https://index.docker.io/v1/",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "docker.io",
+            "quay.io",
+            "https://ghcr.io",
+        ] {
+            assert_eq!(rewrite_key(key, &s), None, "{key}");
+        }
+        let doc = json!({"auths": {"https://index.docker.io/v1/": {"auth": "dTpw"}}});
+        let raw = serde_json::to_vec(&doc).unwrap();
+        let out = rewrite_config_json(&raw, &s).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), doc);
+    }
+
+    #[test]
+    fn nothing_is_rewritten_without_registries() {
+        let s = Settings::default();
+        assert!(s.registries.is_empty());
+        assert_eq!(rewrite_key("reg.example.com", &s), None);
     }
 
     #[test]

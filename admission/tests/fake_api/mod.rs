@@ -1,6 +1,7 @@
 //! An in-process stand-in for the few core API endpoints kube-rs calls for Secrets and
 //! Namespaces: get, create, replace, delete, list and watch, with resource versions and
-//! AlreadyExists/Conflict/NotFound statuses shaped like the API server's. It is a `tower`
+//! AlreadyExists/Conflict/NotFound statuses shaped like the API server's. Tests can make the
+//! next writes fail, or let another writer act just before them, as a second replica would. It is a `tower`
 //! service handed to `kube::Client::new`, or served over plain HTTP on 127.0.0.1 for the
 //! binary, so the real client code (URLs, query strings, serialisation, watch stream
 //! decoding) runs against it. Garbage collection of owned objects is not emulated.
@@ -24,6 +25,8 @@ use tokio::sync::{mpsc, watch};
 type Body = BoxBody<Bytes, Infallible>;
 /// (resource, namespace, name); namespace is empty for cluster-scoped objects.
 type Key = (String, String, String);
+/// Runs just before a create or replace of a Secret is applied.
+type WriteHook = Box<dyn FnMut(&FakeApi) + Send>;
 
 #[derive(Default)]
 struct State {
@@ -31,6 +34,8 @@ struct State {
     objects: BTreeMap<Key, Value>,
     watchers: Vec<(String, mpsc::UnboundedSender<Bytes>)>,
     reads: BTreeMap<String, usize>,
+    failing_writes: usize,
+    before_writes: Option<(usize, WriteHook)>,
 }
 
 #[derive(Clone)]
@@ -164,6 +169,55 @@ impl FakeApi {
         obj
     }
 
+    /// Stores a Secret without telling watchers, as if their watch missed the change.
+    pub fn put_unwatched(&self, mut obj: Value) -> Value {
+        let mut st = self.state.lock().unwrap();
+        st.revision += 1;
+        let key = (
+            "secrets".to_string(),
+            obj["metadata"]["namespace"].as_str().unwrap().to_string(),
+            obj["metadata"]["name"].as_str().unwrap().to_string(),
+        );
+        let old = st.objects.get(&key).expect("an existing Secret");
+        obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+        obj["metadata"]["resourceVersion"] = json!(st.revision.to_string());
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!("Secret");
+        st.objects.insert(key, obj.clone());
+        obj
+    }
+
+    /// The next `n` creates or replaces of Secrets fail with 500.
+    pub fn fail_writes(&self, n: usize) {
+        self.state.lock().unwrap().failing_writes = n;
+    }
+
+    /// `hook` runs just before each of the next `n` creates or replaces of Secrets is applied.
+    pub fn before_writes(&self, n: usize, hook: impl FnMut(&FakeApi) + Send + 'static) {
+        self.state.lock().unwrap().before_writes = Some((n, Box::new(hook)));
+    }
+
+    /// Runs the write hook if one is due, and says whether this write should fail.
+    fn on_write(&self, res: &str) -> bool {
+        if res != "secrets" {
+            return false;
+        }
+        let mut st = self.state.lock().unwrap();
+        if st.failing_writes > 0 {
+            st.failing_writes -= 1;
+            return true;
+        }
+        let Some((n, mut hook)) = st.before_writes.take() else {
+            return false;
+        };
+        drop(st);
+        hook(self);
+        if n > 1 {
+            self.state.lock().unwrap().before_writes = Some((n - 1, hook));
+        }
+        false
+    }
+
     pub fn remove(&self, ns: &str, name: &str) -> Option<Value> {
         self.delete(("secrets".into(), ns.into(), name.into()))
     }
@@ -286,6 +340,9 @@ impl FakeApi {
                 self.read(&key(res, ns, name), parts.uri.path())
             }
             (&Method::POST, ["api", "v1", "namespaces", ns, res]) => {
+                if self.on_write(res) {
+                    return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "failed");
+                }
                 let mut obj: Value = serde_json::from_slice(&body).unwrap();
                 obj["metadata"]["namespace"] = json!(ns);
                 let name = obj["metadata"]["name"].as_str().unwrap().to_string();
@@ -301,6 +358,9 @@ impl FakeApi {
                 full(StatusCode::CREATED, self.store(res, obj))
             }
             (&Method::PUT, ["api", "v1", "namespaces", ns, res, name]) => {
+                if self.on_write(res) {
+                    return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "failed");
+                }
                 let mut obj: Value = serde_json::from_slice(&body).unwrap();
                 obj["metadata"]["namespace"] = json!(ns);
                 let current = self

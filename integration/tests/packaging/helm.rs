@@ -2,12 +2,15 @@
 //! rendered here by a small substitution that implements exactly the template language the
 //! chart uses: `{{ .Values.a.b }}`, `.Release.Name|Namespace|Service`,
 //! `.Chart.Name|Version|AppVersion`, piped through `quote`, `int64` or `toJson`, with Helm's
-//! output for each. Any other action fails the test, so the chart cannot drift into
-//! constructs this check does not understand. A number of a million or more without `int64`
-//! fails too: Helm reads values as floats and would print it as `4.294967296e+09`.
+//! output for each, and `{{ if .Values.a.b }}` … `{{ end }}` with Go's truth rules. Any other
+//! action fails the test, so the chart cannot drift into constructs this check does not
+//! understand. A number of a million or more without `int64` fails too: Helm reads values as
+//! floats and would print it as `4.294967296e+09`. A file that renders to nothing is left
+//! out, as Helm leaves it out.
 //!
 //! Rendered with its defaults, the chart must give the same objects as packaging/kubernetes
-//! (less the Namespace, which `helm install --create-namespace` makes, and Helm's own labels).
+//! (less the Namespace, which `helm install --create-namespace` makes, and Helm's own labels);
+//! with `admission.enabled` it adds the same objects as packaging/admission.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::common::packaging;
 use crate::config::{start_with, status};
-use crate::kubernetes::{check_install, documents, plain_documents, NS};
+use crate::kubernetes::{check_install, documents, plain_documents, yaml_files, NS};
 
 fn chart() -> PathBuf {
     packaging().join("helm/dadi-p2p")
@@ -57,9 +60,8 @@ fn plain(v: &Value, action: &str) -> String {
     }
 }
 
-fn eval(action: &str, ctx: &Value) -> String {
-    let mut stages = action.split('|').map(str::trim);
-    let path = stages.next().unwrap();
+/// The value at `path` (`.Values.a.b`, `.Release.Name`, …).
+fn lookup<'a>(path: &str, ctx: &'a Value, action: &str) -> &'a Value {
     let known = ["Values", "Release", "Chart"];
     let mut v = ctx;
     let mut parts = path.strip_prefix('.').map(|p| p.split('.'));
@@ -72,7 +74,25 @@ fn eval(action: &str, ctx: &Value) -> String {
             .get(part)
             .unwrap_or_else(|| panic!("{{{{{action}}}}}: no {part}"));
     }
-    let mut value = v.clone();
+    v
+}
+
+/// Go template truth: false, 0, "", and empty lists and maps are false.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+fn eval(action: &str, ctx: &Value) -> String {
+    let mut stages = action.split('|').map(str::trim);
+    let path = stages.next().unwrap();
+    let mut value = lookup(path, ctx, action).clone();
     let mut text: Option<String> = None;
     for f in stages {
         match f {
@@ -98,23 +118,42 @@ fn eval(action: &str, ctx: &Value) -> String {
 
 fn render_text(template: &str, ctx: &Value) -> String {
     let mut out = String::new();
+    // One entry per open `if`: whether its body is rendered.
+    let mut open: Vec<bool> = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
+        let on = open.iter().all(|b| *b);
+        if on {
+            out.push_str(&rest[..start]);
+        }
         let len = rest[start..].find("}}").expect("unclosed action");
         let action = &rest[start + 2..start + len];
         assert!(
             action.starts_with(' ') && action.ends_with(' '),
             "{{{{{action}}}}}: whitespace trimming is not supported"
         );
-        out.push_str(&eval(action.trim(), ctx));
+        let action = action.trim();
+        if let Some(cond) = action.strip_prefix("if ") {
+            let cond = cond.trim();
+            assert!(
+                cond.starts_with(".Values."),
+                "{{{{{action}}}}}: only values"
+            );
+            open.push(on && truthy(lookup(cond, ctx, action)));
+        } else if action == "end" {
+            open.pop().expect("{{ end }} without {{ if }}");
+        } else if on {
+            out.push_str(&eval(action, ctx));
+        }
         rest = &rest[start + len + 2..];
     }
+    assert!(open.is_empty(), "{{{{ if }}}} without {{{{ end }}}}");
     out.push_str(rest);
     out
 }
 
-/// Every file of templates/ rendered with the chart's values under `overrides`.
+/// Every file of templates/ rendered with the chart's values under `overrides`, less the
+/// files that render to nothing.
 pub fn render(overrides: &Value) -> BTreeMap<String, String> {
     let mut values = yaml_file(chart().join("values.yaml"));
     merge(&mut values, overrides);
@@ -130,8 +169,10 @@ pub fn render(overrides: &Value) -> BTreeMap<String, String> {
     for entry in std::fs::read_dir(chart().join("templates")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        let text = std::fs::read_to_string(&path).unwrap();
-        out.insert(name, render_text(&text, &ctx));
+        let text = render_text(&std::fs::read_to_string(&path).unwrap(), &ctx);
+        if !text.trim().is_empty() {
+            out.insert(name, text);
+        }
     }
     out
 }
@@ -149,6 +190,30 @@ fn rendered_documents(files: &BTreeMap<String, String>) -> BTreeMap<String, Valu
     )
 }
 
+/// Removes the labels Helm adds to every object, checking that each has them.
+fn without_helm_labels(docs: &mut BTreeMap<String, Value>) {
+    for (key, doc) in docs.iter_mut() {
+        let labels = doc["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("{key} has no labels"));
+        assert_eq!(
+            labels.remove("app.kubernetes.io/managed-by"),
+            Some(json!("Helm")),
+            "{key}"
+        );
+        assert!(labels.remove("helm.sh/chart").is_some(), "{key}");
+    }
+}
+
+/// The webhook's manifests under packaging/admission.
+fn admission_documents() -> BTreeMap<String, Value> {
+    let texts: Vec<String> = yaml_files(&packaging().join("admission"))
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    documents(texts.iter().map(String::as_str))
+}
+
 #[test]
 fn chart_defaults_render_the_plain_manifests() {
     let chart_meta = yaml_file(chart().join("Chart.yaml"));
@@ -157,15 +222,13 @@ fn chart_defaults_render_the_plain_manifests() {
 
     let files = render_default();
     assert!(files.contains_key("NOTES.txt"));
+    assert!(
+        !files.keys().any(|f| f.starts_with("admission")),
+        "the webhook is off by default: {:?}",
+        files.keys()
+    );
     let mut rendered = rendered_documents(&files);
-    for doc in rendered.values_mut() {
-        let labels = doc["metadata"]["labels"].as_object_mut().unwrap();
-        assert_eq!(
-            labels.remove("app.kubernetes.io/managed-by"),
-            Some(json!("Helm"))
-        );
-        assert!(labels.remove("helm.sh/chart").is_some());
-    }
+    without_helm_labels(&mut rendered);
     let mut plain = plain_documents();
     plain.remove(&format!("Namespace/{NS}")).unwrap();
     assert_eq!(
@@ -224,6 +287,67 @@ fn chart_values_reach_the_objects_and_the_daemon() {
 }
 
 #[test]
+fn chart_admission_renders_the_admission_manifests() {
+    let files = render(&json!({"admission": {"enabled": true}}));
+    assert!(files["NOTES.txt"].contains("dadi-p2p-admission"));
+    let mut rendered = rendered_documents(&files);
+    without_helm_labels(&mut rendered);
+    let mut plain = admission_documents();
+    plain.remove(&format!("Namespace/{NS}")).unwrap();
+    for (key, doc) in &plain {
+        assert_eq!(
+            rendered.remove(key).as_ref(),
+            Some(doc),
+            "{key} differs from packaging/admission"
+        );
+    }
+    // What is left is the node daemon's install, as without the webhook.
+    let daemon = rendered_documents(&render_default());
+    assert_eq!(
+        rendered.keys().collect::<Vec<_>>(),
+        daemon.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn chart_admission_values_reach_the_objects() {
+    let overrides = json!({
+        "service": {"port": 65101},
+        "admission": {
+            "enabled": true,
+            "image": {"repository": "reg.example.com/dadi-p2p-admission", "tag": "0.2.0"},
+            "replicas": 3,
+            "registries": "*.example.com,reg.example.org",
+            "certManager": false,
+        },
+    });
+    let docs = rendered_documents(&render(&overrides));
+    let deploy = &docs["Deployment/dadi-p2p-admission"];
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "reg.example.com/dadi-p2p-admission:0.2.0");
+    let env: BTreeMap<&str, &Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), &e["value"]))
+        .collect();
+    assert_eq!(env["DADI_P2P_REGISTRIES"], "*.example.com,reg.example.org");
+    assert_eq!(
+        env["DADI_P2P_PORT"], "65101",
+        "the webhook points at the daemon's port"
+    );
+    assert!(
+        !docs
+            .keys()
+            .any(|k| k.starts_with("Issuer/") || k.starts_with("Certificate/")),
+        "no cert-manager objects without cert-manager: {:?}",
+        docs.keys()
+    );
+    assert!(docs.contains_key("MutatingWebhookConfiguration/dadi-p2p-admission"));
+}
+
+#[test]
 fn renderer_refuses_what_it_does_not_implement() {
     let ctx = json!({"Values": {"n": 4294967296u64, "s": "x"}});
     for bad in [
@@ -232,10 +356,18 @@ fn renderer_refuses_what_it_does_not_implement() {
         "{{ include \"x\" . }}",
         "{{ .Values.s | upper }}",
         "{{ .Values.missing }}",
+        "{{ if .Values.s }}open",
+        "{{ end }}",
+        "{{ if .Release.Name }}x{{ end }}",
+        "{{ else }}",
     ] {
         let caught = std::panic::catch_unwind(|| render_text(bad, &ctx));
         assert!(caught.is_err(), "{bad} rendered");
     }
     assert_eq!(render_text("{{ .Values.n | int64 }}", &ctx), "4294967296");
     assert_eq!(render_text("{{ .Values.s | quote }}", &ctx), "\"x\"");
+    let ctx = json!({"Values": {"t": true, "f": false, "zero": 0, "empty": "", "list": [1]}});
+    let text = "a{{ if .Values.t }}b{{ if .Values.f }}c{{ end }}{{ if .Values.list }}d{{ end }}\
+                {{ end }}{{ if .Values.zero }}e{{ end }}{{ if .Values.empty }}f{{ end }}g";
+    assert_eq!(render_text(text, &ctx), "abdg");
 }
