@@ -160,6 +160,38 @@ async fn concurrent_cold_readers_share_one_download_per_piece() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_readers_get_the_next_pieces_fetched_ahead_and_random_ones_do_not() {
+    let world = World::new();
+    let acc = world.start(&config("readAhead: 3\n"));
+    let (digest, bytes) = world.layer(0);
+    let url = acc.accelerator_url(&world.blob_url(&digest));
+    let downloaded = || async {
+        assert!(downloads_settled(&acc, std::time::Duration::from_secs(10)).await);
+        let count = metric(&acc, "DADIP2P_Count", &[("type", "download")]).await;
+        count.unwrap() / PIECE as f64
+    };
+    let read = |s: u64, e: u64| {
+        let url = url.clone();
+        let want = bytes[s as usize..=e as usize].to_vec();
+        async move {
+            let r = http::get(&url, &[("range", &range(s, e))]).await.unwrap();
+            assert_eq!(r.status, 206);
+            assert!(r.body[..] == want[..], "bytes {s}-{e} differ");
+        }
+    };
+
+    // A read from the start of a blob is sequential: pieces 1 to 3 follow piece 0.
+    read(0, 999).await;
+    assert_eq!(downloaded().await, 4.0);
+    // A read elsewhere is random: only its own piece.
+    read(10 * PIECE + 5, 10 * PIECE + 1005).await;
+    assert_eq!(downloaded().await, 5.0);
+    // Its continuation into the next piece is sequential again: 11, then 12 to 14.
+    read(10 * PIECE + 1006, 11 * PIECE + 10).await;
+    assert_eq!(downloaded().await, 9.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_reads_need_no_origin() {
     let mut world = World::new();
     let acc = world.start(&config(""));
