@@ -121,7 +121,8 @@ async fn prometheus_scrapes_documented_series_with_true_byte_counts() {
         Some(on_disk as f64)
     );
 
-    // Every series the packaged Grafana dashboard plots is one Prometheus has.
+    // Every series the packaged Grafana dashboard plots is one Prometheus has, and every
+    // query of it runs, with Grafana's variables as Grafana would fill them in.
     for name in dashboard_metrics() {
         let q = format!("count({{__name__=\"{name}\",job=\"dadi\"}})");
         let found = prom.wait_for(&q, SCRAPED).await.unwrap();
@@ -129,6 +130,15 @@ async fn prometheus_scrapes_documented_series_with_true_byte_counts() {
             !found.is_empty(),
             "the dashboard plots {name}, which is not exported"
         );
+    }
+    for expr in dashboard_exprs() {
+        let q = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$node", ".*");
+        if let Err(e) = prom.query(&q).await {
+            panic!("a dashboard query does not run: {expr}: {e}");
+        }
     }
 
     // The windowed families saw the reads at some scrape.
@@ -144,15 +154,21 @@ async fn prometheus_scrapes_documented_series_with_true_byte_counts() {
 }
 
 /// Names of the series queried by `packaging/grafana/dadi-p2p.json`, histogram suffixes kept.
-fn dashboard_metrics() -> BTreeSet<String> {
+/// The queries of the packaged Grafana dashboard, as written there.
+fn dashboard_exprs() -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../packaging/grafana/dadi-p2p.json"
     );
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let name = regex::Regex::new(r"\b(DADIP2P_[A-Za-z_]+|dadi_p2p_[a-z_]+)").unwrap();
     let mut exprs = Vec::new();
     collect_exprs(&json, &mut exprs);
+    exprs
+}
+
+fn dashboard_metrics() -> BTreeSet<String> {
+    let name = regex::Regex::new(r"\b(DADIP2P_[A-Za-z_]+|dadi_p2p_[a-z_]+)").unwrap();
+    let exprs = dashboard_exprs();
     let names: BTreeSet<String> = exprs
         .iter()
         .flat_map(|e| name.find_iter(e).map(|m| m.as_str().to_string()))
