@@ -72,6 +72,19 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
     } else {
         None
     };
+    // A listener on every address is reached at each interface's address: those are this
+    // daemon too, as of start-up.
+    if own_addrs.iter().any(|a| a.ip().is_unspecified()) {
+        let interfaces = crate::interfaces::addresses();
+        let ports: Vec<u16> = own_addrs
+            .iter()
+            .filter(|a| a.ip().is_unspecified())
+            .map(SocketAddr::port)
+            .collect();
+        for port in ports {
+            own_addrs.extend(interfaces.iter().map(|ip| SocketAddr::new(*ip, port)));
+        }
+    }
     let policy = Arc::new(Policy {
         allow_hosts: cfg.upstream.allow_hosts.clone(),
         own_addrs,

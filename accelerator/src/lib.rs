@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod interfaces;
 pub mod origin;
 pub mod plan;
 pub mod range;

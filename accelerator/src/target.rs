@@ -206,8 +206,9 @@ impl Policy {
     /// the host is an IP address or `localhost`, the address and port too. The connector skips
     /// DNS for IP literals and resolves names without their port, so this is the only place a
     /// request to the daemon's own listener can be recognised.
-    /// Not yet: another name that resolves to this daemon is caught only by the hop header
-    /// on the looped request, and the client gets that request's 508 rather than a 403.
+    /// Not yet: a name other than `localhost` that resolves to this daemon is caught only by
+    /// the hop header on the looped request, and the client gets that request's 508 rather
+    /// than a 403.
     pub fn check_uri(&self, uri: &Uri) -> Result<(), TargetError> {
         let host = uri.host().unwrap_or_default();
         self.check_host(host)?;

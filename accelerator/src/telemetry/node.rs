@@ -41,31 +41,13 @@ fn resolve(
 
 /// IPv4 addresses of the interfaces that are up, in the kernel's order.
 fn interface_ipv4s() -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs only writes the list head; the list is freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
-        // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
-        if up
-            && !ifa.ifa_addr.is_null()
-            && unsafe { (*ifa.ifa_addr).sa_family } as i32 == libc::AF_INET
-        {
-            // SAFETY: AF_INET addresses are sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    out
+    crate::interfaces::addresses()
+        .into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

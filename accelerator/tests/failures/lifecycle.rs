@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::common::{eventually, options, MIB, PIECE};
-use super::registry_with_blob;
+use super::{registry_with_blob, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dadi-p2p");
 /// Bound on any single step of these tests.
@@ -319,16 +319,6 @@ async fn sigterm_ends_the_daemon_even_when_nobody_reads_its_audit_stdout() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
-}
-
-/// A child killed and reaped when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

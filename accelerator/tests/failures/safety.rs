@@ -3,13 +3,15 @@
 //! shows that a refused request sent nothing to it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::http::Method;
 use dadi_p2p_integration::http::{self, empty, Conn};
+use dadi_p2p_integration::{free_port, wait_ready};
 
 use super::common::{config, downloads_settled, metric, piece_files};
 use super::upstream::{Behaviour, HandUpstream};
-use super::{blob_bytes, one_line_reason, raw_exchange, sha256_hex, start};
+use super::{blob_bytes, one_line_reason, raw_exchange, sha256_hex, start, KillOnDrop};
 
 async fn serving_upstream() -> (HandUpstream, Arc<Vec<u8>>) {
     let data = Arc::new(blob_bytes(100_000, 41));
@@ -47,7 +49,7 @@ async fn a_cold_read_past_the_end_is_refused_and_keeps_nothing() {
         assert_eq!(r.header("content-range"), Some(all.as_str()), "{size}");
         one_line_reason(&r);
     }
-    assert!(downloads_settled(&acc, std::time::Duration::from_secs(10)).await);
+    assert!(downloads_settled(&acc, Duration::from_secs(10)).await);
     assert_eq!(
         piece_files(acc.cache_dir()),
         before,
@@ -291,4 +293,38 @@ async fn redirects_are_held_to_the_same_rules_as_requests() {
     assert_eq!(r.status, 502);
     one_line_reason(&r);
     assert_eq!(looping.requests(), 9, "the first request and 8 redirects");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_every_address_the_daemon_refuses_its_interface_addresses() {
+    let Some(ip) = dadi_p2p::interfaces::addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+    else {
+        eprintln!("skipped: this machine has no interface address besides loopback");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dadi-p2p"))
+        .arg("--listen")
+        .arg(format!("0.0.0.0:{port}"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env_remove("DADI_P2P_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/healthz"), Duration::from_secs(30)).unwrap();
+
+    // The node's own address and the service port: refused before any connection, not
+    // found out one hop later.
+    let hex = sha256_hex(b"self");
+    let own = format!("{base}/accelerator/http://{ip}:{port}/v2/app/blobs/sha256:{hex}");
+    let r = http::get(&own, &[("range", "bytes=0-0")]).await.unwrap();
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    one_line_reason(&r);
 }
