@@ -176,6 +176,34 @@ impl Default for ServiceConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct PeerConfig {
+    /// Peer endpoints (`host:port`, the `p2pPort` of each node, this one included or not);
+    /// names are resolved again every `refreshSecs`, so a headless Service's name lists
+    /// every node. Empty: no peers, every piece comes from the origin.
+    pub members: Vec<String>,
+    /// Where this node's peer protocol listens; `0.0.0.0:<p2pPort>` when unset.
+    pub listen: Option<String>,
+    /// File holding the token every peer request carries; required with `members`.
+    pub token_file: Option<PathBuf>,
+    pub refresh_secs: u64,
+    /// Time a peer that failed a request is left out of placement.
+    pub down_secs: u64,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            members: Vec::new(),
+            listen: None,
+            token_file: None,
+            refresh_secs: 30,
+            down_secs: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct MirrorConfig {
@@ -228,6 +256,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The registry mirror containerd pulls through.
     pub mirror: MirrorConfig,
+    /// The other nodes pieces are shared with.
+    pub peer: PeerConfig,
     /// Pieces fetched ahead of a sequential reader; 0 turns read-ahead off.
     #[serde(rename = "readAhead")]
     pub read_ahead: u32,
@@ -250,6 +280,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             upstream: UpstreamConfig::default(),
             mirror: MirrorConfig::default(),
+            peer: PeerConfig::default(),
             read_ahead: DEFAULT_READ_AHEAD,
             cold_random_read_kib: DEFAULT_COLD_RANDOM_READ_KIB,
         }
@@ -285,6 +316,18 @@ impl Config {
                 value: self.service.listen.clone(),
                 allowed: "an IP address and port such as 127.0.0.1:65001",
             })
+    }
+
+    /// Where the peer protocol listens when there are peers.
+    pub fn peer_listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        match &self.peer.listen {
+            None => Ok(SocketAddr::from(([0, 0, 0, 0], self.p2p_port))),
+            Some(l) => l.parse().map_err(|_| ConfigError::Invalid {
+                key: "peer.listen",
+                value: l.clone(),
+                allowed: "an IP address and port such as 0.0.0.0:65002",
+            }),
+        }
     }
 
     /// Checks the values serde cannot: ranges and combinations.
@@ -394,6 +437,35 @@ impl Config {
                 allowed: "at least 100 milliseconds",
             });
         }
+        if !self.peer.members.is_empty() {
+            for m in &self.peer.members {
+                let port = m
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| (!h.is_empty()).then_some(p.parse::<u16>().ok()).flatten());
+                if port.is_none_or(|p| p == 0) {
+                    return Err(ConfigError::Invalid {
+                        key: "peer.members",
+                        value: m.clone(),
+                        allowed: "host:port entries, such as 10.0.0.5:65002",
+                    });
+                }
+            }
+            if self.peer.token_file.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "peer.tokenFile",
+                    value: "unset".into(),
+                    allowed: "a file holding the peers' shared token, required with peer.members",
+                });
+            }
+            if self.peer.refresh_secs == 0 || self.peer.down_secs == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "peer.refreshSecs/downSecs",
+                    value: format!("{}/{}", self.peer.refresh_secs, self.peer.down_secs),
+                    allowed: "a positive number of seconds",
+                });
+            }
+        }
+        self.peer_listen_addr()?;
         if self.service.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 key: "service.maxConnections",

@@ -14,6 +14,7 @@ use crate::cache::{Cache, CacheConfig as StoreConfig, CacheError, IoBackend};
 use crate::config::{AuditMode, Config, ConfigError};
 use crate::engine::{Engine, EngineConfig};
 use crate::origin::{Origin, OriginConfig, TlsSetupError};
+use crate::peer::Peers;
 use crate::service::{App, Listener, Routes, ServiceError};
 use crate::target::Policy;
 use crate::telemetry::{self, AuditSink, Telemetry, TelemetryConfig, TelemetryError};
@@ -37,6 +38,8 @@ pub enum StartError {
     Tls(#[from] TlsSetupError),
     #[error("telemetry: {0}")]
     Telemetry(#[from] TelemetryError),
+    #[error("peer.tokenFile {0}")]
+    PeerToken(String),
 }
 
 /// Runs the daemon until `stop` completes, then drains and flushes.
@@ -71,6 +74,19 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
         Some((l, bound))
     } else {
         None
+    };
+    let peer_listener = if cfg.peer.members.is_empty() {
+        None
+    } else {
+        let addr = cfg.peer_listen_addr()?;
+        let l = Listener::bind(addr, Routes::Peer)
+            .await?
+            .with_write_timeout(write_timeout);
+        let bound = l
+            .local_addr()
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        own_addrs.push(bound);
+        Some((l, bound))
     };
     // A listener on every address is reached at each interface's address: those are this
     // daemon too, as of start-up.
@@ -136,6 +152,37 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
         policy.clone(),
         telemetry.clone(),
     )?);
+    let peers = match &peer_listener {
+        None => None,
+        Some((_, bound)) => {
+            let path = cfg.peer.token_file.clone().unwrap_or_default();
+            let token = std::fs::read_to_string(&path)
+                .map_err(|e| StartError::PeerToken(format!("{}: {e}", path.display())))?;
+            let token = token.trim().to_string();
+            if token.is_empty() {
+                let why = format!("{} is empty", path.display());
+                return Err(StartError::PeerToken(why));
+            }
+            let own = if bound.ip().is_unspecified() {
+                let port = bound.port();
+                crate::interfaces::addresses()
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect()
+            } else {
+                vec![*bound]
+            };
+            let peers = Arc::new(Peers::new(
+                cfg.peer.members.clone(),
+                own,
+                token,
+                Duration::from_secs(cfg.peer.down_secs),
+                Duration::from_millis(cfg.upstream.read_timeout_ms),
+            ));
+            peers.refresh().await;
+            Some(peers)
+        }
+    };
     let engine = Engine::new(
         cache.clone(),
         origin,
@@ -147,6 +194,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             throttle_mb: cfg.throttle_limit_mb,
             bypass_limit: cfg.cold_random_read_kib << 10,
         },
+        peers.clone(),
     );
     let app = Arc::new(App {
         engine,
@@ -168,6 +216,21 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
     if let Some((l, addr)) = exporter {
         tracing::info!(%addr, "metrics exporter listening");
         tasks.spawn(l.serve(app.clone(), 64, rx.clone(), grace));
+    }
+    if let (Some((l, addr)), Some(peers)) = (peer_listener, &peers) {
+        tracing::info!(%addr, "peer protocol listening");
+        tasks.spawn(l.serve(app.clone(), max_conn, rx.clone(), grace));
+        let every = Duration::from_secs(cfg.peer.refresh_secs);
+        let (peers, mut stop_refresh) = (peers.clone(), rx.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop_refresh.changed() => return,
+                }
+                peers.refresh().await;
+            }
+        });
     }
     stop.await;
     tracing::info!("shutting down");

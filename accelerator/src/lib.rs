@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod engine;
 pub mod interfaces;
 pub mod origin;
+pub mod peer;
 pub mod plan;
 pub mod range;
 pub mod service;

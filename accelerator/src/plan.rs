@@ -1,11 +1,20 @@
 //! Decisions about pieces, as pure functions: which pieces a range covers, where a piece
 //! should come from, whether a reader is sequential and what to fetch ahead of it.
 //!
-//! Nothing here does I/O or reads a clock, so every rule is tested on its own and the peer
-//! engine can add sources by extending [`Remote`] and [`decide`]: the read path carries out
-//! whatever is decided through one match in the engine.
+//! Nothing here does I/O or reads a clock, so every rule is tested on its own: the read
+//! path carries out whatever is decided through one match in the engine.
+//!
+//! Placement: each piece has one owner among the peers, by rendezvous (highest random
+//! weight) hashing of the piece against every member. A node asks the owner for a piece it
+//! lacks, and the owner alone asks the origin, so the origin sends each piece about once
+//! per cluster however many nodes read it. Every node computes the same owner from the same
+//! member list without talking to the others, and when a member leaves or is left out for
+//! failing, only the pieces it owned move, each to the member that scored next.
 
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+
+use sha2::{Digest, Sha256};
 
 use crate::range::Span;
 
@@ -13,6 +22,58 @@ use crate::range::Span;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remote {
     Origin,
+    /// The peer that owns the piece; it answers from its cache or from the origin.
+    Peer(SocketAddr),
+}
+
+/// A peer as placement sees it: its endpoint and a stable hash of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub addr: SocketAddr,
+    pub hash: u64,
+}
+
+impl Member {
+    pub fn new(addr: SocketAddr) -> Member {
+        Member {
+            addr,
+            hash: stable_hash(addr.to_string().as_bytes()),
+        }
+    }
+}
+
+/// A hash every node computes alike, whatever its build or platform.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let d = Sha256::digest(bytes);
+    u64::from_le_bytes(d[..8].try_into().expect("a sha256 has 32 bytes"))
+}
+
+/// The key placement hashes a piece by.
+pub fn piece_key(blob: &str, index: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(blob.as_bytes());
+    h.update(index.to_le_bytes());
+    u64::from_le_bytes(h.finalize()[..8].try_into().expect("32 bytes"))
+}
+
+/// The member that owns the piece with key `piece`: the highest score; ties, which need
+/// equal 64-bit scores, go to the lower address so every node agrees.
+pub fn owner(piece: u64, members: &[Member]) -> Option<SocketAddr> {
+    members
+        .iter()
+        .max_by(|a, b| {
+            let (sa, sb) = (score(piece, a.hash), score(piece, b.hash));
+            sa.cmp(&sb).then_with(|| b.addr.cmp(&a.addr))
+        })
+        .map(|m| m.addr)
+}
+
+/// splitmix64 of the two hashes together: a well-mixed weight per (piece, member).
+fn score(piece: u64, member: u64) -> u64 {
+    let mut z = (piece ^ member.rotate_left(32)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// What the read path knows about a piece at the moment it needs it.
@@ -24,6 +85,8 @@ pub struct PieceState {
     /// The reader wants only a small part of this piece and is not reading sequentially
     /// (overlaybd's lazy reads of a compressed layer), within the configured size.
     pub small_random: bool,
+    /// The peer that owns the piece, when that is another node.
+    pub owner: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +102,17 @@ pub enum Decision {
     FetchAndBypass(Remote),
 }
 
+/// A piece owned by another node comes from it, whole: the origin is not asked for its
+/// bytes, not even a small random read's.
 pub fn decide(state: PieceState) -> Decision {
     match state {
         PieceState { cached: true, .. } => Decision::Read,
         PieceState {
             in_flight: true, ..
         } => Decision::Join,
+        PieceState {
+            owner: Some(peer), ..
+        } => Decision::Fetch(Remote::Peer(peer)),
         PieceState {
             small_random: true, ..
         } => Decision::FetchAndBypass(Remote::Origin),
@@ -120,12 +188,85 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn members(n: u16) -> Vec<Member> {
+        (0..n)
+            .map(|i| {
+                Member::new(SocketAddr::from((
+                    [198, 18, (i >> 8) as u8, i as u8],
+                    65002,
+                )))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_piece_has_one_owner_and_the_load_is_even() {
+        let m = members(10);
+        let mut load = [0u32; 10];
+        for i in 0..10_000 {
+            let owner = owner(piece_key("sha256-abc", i), &m).unwrap();
+            let at = m.iter().position(|x| x.addr == owner).unwrap();
+            load[at] += 1;
+        }
+        // 1000 each on average; rendezvous hashing keeps each within a few percent.
+        for l in load {
+            assert!((850..1150).contains(&l), "{load:?}");
+        }
+        assert_eq!(owner(1, &[]), None);
+    }
+
+    #[test]
+    fn the_order_of_the_list_does_not_matter() {
+        let m = members(7);
+        let mut r = m.clone();
+        r.reverse();
+        for i in 0..500 {
+            let k = piece_key("b", i);
+            assert_eq!(owner(k, &m), owner(k, &r));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_member_leaving_moves_only_its_own_pieces(gone in 0usize..9, blob in "[a-z0-9-]{1,20}") {
+            let m = members(9);
+            let mut rest = m.clone();
+            let left = rest.remove(gone).addr;
+            for i in 0..200 {
+                let k = piece_key(&blob, i);
+                let before = owner(k, &m).unwrap();
+                let after = owner(k, &rest).unwrap();
+                prop_assert!(before == left || before == after);
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_owned_elsewhere_come_from_their_owner() {
+        let peer = SocketAddr::from(([198, 18, 0, 2], 65002));
+        let s = PieceState {
+            cached: false,
+            in_flight: false,
+            small_random: true,
+            owner: Some(peer),
+        };
+        assert_eq!(decide(s), Decision::Fetch(Remote::Peer(peer)));
+        let cached = PieceState { cached: true, ..s };
+        assert_eq!(decide(cached), Decision::Read);
+        let coming = PieceState {
+            in_flight: true,
+            ..s
+        };
+        assert_eq!(decide(coming), Decision::Join);
+    }
+
     #[test]
     fn decisions() {
         let state = |cached, in_flight, small_random| PieceState {
             cached,
             in_flight,
             small_random,
+            owner: None,
         };
         assert_eq!(decide(state(true, true, true)), Decision::Read);
         assert_eq!(decide(state(false, true, true)), Decision::Join);

@@ -5,6 +5,7 @@
 //! that skips it is a blob's first piece when the origin's answer to the size request is
 //! already bringing it: that answer is read into the piece rather than asked for again.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,10 +17,12 @@ use crate::cache::{PieceId, PieceWriter};
 use crate::origin::{OriginError, Sink};
 use crate::plan::Remote;
 use crate::target::BlobKey;
-use crate::telemetry::{AuditOp, Kind};
+use crate::telemetry::{AuditOp, Kind, Source};
 
 impl Engine {
-    /// The one place a planned remote turns into bytes: the peer source plugs in here.
+    /// The one place a planned remote turns into bytes, counted as download (origin) or
+    /// peer bytes; returns where they came from. A peer that fails is left out of placement
+    /// for a while and the origin brings the rest: a reader never fails for a peer.
     pub(super) async fn fetch_from<S: Sink>(
         &self,
         remote: Remote,
@@ -27,14 +30,39 @@ impl Engine {
         start: u64,
         len: u64,
         sink: &mut S,
-    ) -> Result<(), OriginError> {
-        match remote {
-            Remote::Origin => {
-                self.origin
-                    .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, sink)
-                    .await
+    ) -> Result<Source, OriginError> {
+        let started = Instant::now();
+        let mut from_peer = 0;
+        if let (Remote::Peer(peer), Some(peers)) = (remote, &self.peers) {
+            let index = start / self.cfg.piece_size;
+            let (got, result) = peers.client.fetch(peer, blob, index, len, sink).await;
+            peers
+                .traffic(peer.ip())
+                .received
+                .fetch_add(got, Ordering::Relaxed);
+            from_peer = got;
+            match result {
+                Ok(()) => {
+                    self.telemetry.record(Kind::Peer, got, started.elapsed());
+                    return Ok(Source::Peer);
+                }
+                Err(e) => {
+                    peers.failed(peer);
+                    tracing::warn!(blob = %blob.shown, piece = index, %peer, error = %e, "peer failed: the origin brings the rest");
+                    if got > 0 {
+                        self.telemetry.record(Kind::Peer, got, started.elapsed());
+                    }
+                }
             }
         }
+        let (start, len) = (start + from_peer, len - from_peer);
+        let started = Instant::now();
+        self.origin
+            .fetch(&blob.target.uri, blob.auth.as_ref(), start, len, sink)
+            .await?;
+        self.telemetry
+            .record(Kind::Download, len, started.elapsed());
+        Ok(Source::Origin)
     }
 
     /// Downloads `len` bytes at `start` into memory, outside the cache.
@@ -59,20 +87,19 @@ impl Engine {
             started.elapsed(),
         );
         fetched?;
-        self.telemetry
-            .record(Kind::Download, len, started.elapsed());
         Ok(sink.0.freeze())
     }
 
     /// Fetches one piece into the cache; nothing is kept unless all of it arrived. Readers
-    /// see the bytes written so far through `flight` while it runs.
+    /// see the bytes written so far through `flight` while it runs. Returns where the
+    /// piece came from.
     pub(super) async fn download(
         self: &Arc<Self>,
         blob: &Arc<Blob>,
         id: &PieceId,
         begin: Start,
         flight: &watch::Sender<Flight>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Source, EngineError> {
         // An open answer comes with the slot it was asked in, held until it is read.
         let _slot = match &begin {
             Start::Remote(_) => Some(self.slots.enter(&blob.id).await),
@@ -88,9 +115,15 @@ impl Engine {
             Start::Remote(remote) => self.fetch_from(remote, blob, start, len, &mut sink).await,
             Start::Opened(opened, _held) => {
                 let (uri, auth) = (&blob.target.uri, blob.auth.as_ref());
-                self.origin
+                let fetched = self
+                    .origin
                     .fetch_opened(opened, uri, auth, len, &mut sink)
-                    .await
+                    .await;
+                if fetched.is_ok() {
+                    self.telemetry
+                        .record(Kind::Download, len, started.elapsed());
+                }
+                fetched.map(|()| Source::Origin)
             }
         };
         let elapsed = started.elapsed();
@@ -101,8 +134,7 @@ impl Engine {
             if fetched.is_ok() { len as i64 } else { -1 },
             elapsed,
         );
-        fetched?;
-        self.telemetry.record(Kind::Download, len, elapsed);
+        let source = fetched?;
         let write_started = Instant::now();
         let committed = sink.0.commit().await;
         let write_elapsed = write_started.elapsed();
@@ -117,16 +149,17 @@ impl Engine {
         // The bytes went to disk while they arrived; the commit is the part a write waits on.
         self.telemetry.record(Kind::Disk, len, write_elapsed);
         self.after_commit(blob);
-        Ok(())
+        Ok(source)
     }
 
-    /// Remembers a downloaded piece until its first read, which counts as origin bytes.
-    pub(super) fn mark_fresh(&self, id: &PieceId) {
+    /// Remembers a downloaded piece until its first read, which counts as bytes from
+    /// `source`.
+    pub(super) fn mark_fresh(&self, id: &PieceId, source: Source) {
         let mut fresh = lock(&self.fresh);
         if fresh.len() >= FRESH_MEMORY {
             fresh.clear();
         }
-        fresh.insert(id.clone());
+        fresh.insert(id.clone(), source);
     }
 
     /// Verifies a digest-keyed blob once all its pieces are cached; a mismatch drops it.

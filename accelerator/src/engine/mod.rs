@@ -31,6 +31,7 @@ mod probe;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -41,6 +42,7 @@ use tokio::sync::watch;
 
 use crate::cache::{BlobId, Cache, CacheError, Growing, PieceId, PieceRef};
 use crate::origin::{Opened, Origin};
+use crate::peer::Peers;
 use crate::plan::{self, Decision, Layout, PieceState, Remote};
 use crate::range::Span;
 use crate::target::Target;
@@ -80,10 +82,13 @@ pub struct Blob {
     pub layout: Layout,
     /// Redacted URL, for logs and audit lines.
     pub shown: String,
+    /// Read on behalf of a peer: its pieces come from this node's cache or the origin,
+    /// never from a third node.
+    pub origin_only: bool,
 }
 
 /// One piece download as its readers see it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct Flight {
     /// The piece's bytes as they arrive, from the moment its cache file is open until the
     /// download ends.
@@ -93,8 +98,10 @@ pub(super) struct Flight {
     /// The credentials the download asks with: those of the reader that started it.
     auth: Option<HeaderValue>,
     /// Set by the first reader served from `growing`, while it holds the flight's lock:
-    /// that reader counts the piece as origin bytes, and every later one as a cache hit.
+    /// that reader counts the piece as coming from `source`, every later one as a cache hit.
     read_while_growing: Arc<AtomicBool>,
+    /// Where the download asks first: the origin, or the peer that owns the piece.
+    source: Source,
 }
 
 pub struct Engine {
@@ -108,8 +115,11 @@ pub struct Engine {
     /// Last byte served per blob, to tell sequential readers from random ones.
     positions: Mutex<HashMap<BlobId, u64>>,
     verifying: Mutex<HashSet<BlobId>>,
-    /// Pieces downloaded ahead of their first reader: that read still counts as origin bytes.
-    fresh: Mutex<HashSet<PieceId>>,
+    /// Pieces downloaded ahead of their first reader, with where they came from: that read
+    /// still counts as origin (or peer) bytes.
+    fresh: Mutex<HashMap<PieceId, Source>>,
+    /// The other nodes pieces are shared with; `None` without peers.
+    peers: Option<Arc<Peers>>,
     /// Size probes under way, by blob; a reader arriving meanwhile waits for the result.
     probes: Mutex<HashMap<BlobId, watch::Receiver<Option<u64>>>>,
     /// Bounds the whole pieces held in memory when the cache has no room for them.
@@ -126,6 +136,7 @@ impl Engine {
         origin: Arc<Origin>,
         telemetry: Arc<Telemetry>,
         cfg: EngineConfig,
+        peers: Option<Arc<Peers>>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             throttle: Throttle::new(cfg.throttle_mb),
@@ -137,7 +148,8 @@ impl Engine {
             flights: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
             verifying: Mutex::new(HashSet::new()),
-            fresh: Mutex::new(HashSet::new()),
+            fresh: Mutex::new(HashMap::new()),
+            peers,
             probes: Mutex::new(HashMap::new()),
             uncached: Arc::new(tokio::sync::Semaphore::new(UNCACHED_PIECES)),
         })
@@ -149,6 +161,54 @@ impl Engine {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    pub fn peers(&self) -> Option<&Arc<Peers>> {
+        self.peers.as_ref()
+    }
+
+    pub fn piece_size(&self) -> u64 {
+        self.cfg.piece_size
+    }
+
+    /// The other node that owns piece `index` of `blob`, unless the blob is read for a peer.
+    fn owner(&self, blob: &Blob, index: u64) -> Option<SocketAddr> {
+        if blob.origin_only {
+            return None;
+        }
+        self.peers.as_ref()?.owner(&blob.id, index)
+    }
+
+    /// A blob as a peer's request describes it (its size told, not probed).
+    pub fn peer_blob(
+        &self,
+        target: Target,
+        id: BlobId,
+        auth: Option<HeaderValue>,
+        size: u64,
+    ) -> Arc<Blob> {
+        let shown = target.redacted();
+        Arc::new(Blob {
+            target,
+            id,
+            auth,
+            layout: Layout {
+                size,
+                piece_size: self.cfg.piece_size,
+            },
+            shown,
+            origin_only: true,
+        })
+    }
+
+    /// The whole piece `index` of `blob`, for a peer: no read-ahead, no bypass.
+    pub fn peer_piece(self: &Arc<Self>, blob: Arc<Blob>, index: u64) -> BodyStream {
+        let (start, len) = blob.layout.piece(index);
+        let span = Span {
+            start,
+            end: start + len - 1,
+        };
+        BodyStream::new(self.clone(), blob, span, None)
     }
 
     /// Streams `span` of `blob`, starting read-ahead when the reader is sequential.
@@ -181,6 +241,7 @@ impl Engine {
             cached: self.cache.lookup(&id).is_some(),
             in_flight: lock(&self.flights).contains_key(&id),
             small_random: false,
+            owner: self.owner(blob, index),
         };
         if let Decision::Fetch(remote) = plan::decide(state) {
             let _ = self.flight(blob, id, remote);
@@ -209,15 +270,16 @@ impl Engine {
                 cached: cached.is_some(),
                 in_flight,
                 small_random: bypass.is_some(),
+                owner: if cached.is_some() || in_flight {
+                    None
+                } else {
+                    self.owner(blob, index)
+                },
             });
             let remote = match (decision, bypass) {
                 (Decision::Read, _) => {
                     if let Some(piece) = cached {
-                        let source = if lock(&self.fresh).remove(&id) {
-                            Source::Origin
-                        } else {
-                            Source::Cache
-                        };
+                        let source = lock(&self.fresh).remove(&id).unwrap_or(Source::Cache);
                         return Ok((Held::Cached(piece), source));
                     }
                     misses += 1;
@@ -269,7 +331,7 @@ impl Engine {
                 (Some(Err(e)), _) => return Err(e),
                 (None, Some(growing)) => {
                     let source = if first_reader {
-                        Source::Origin
+                        flight.source
                     } else {
                         Source::Cache
                     };
@@ -284,8 +346,8 @@ impl Engine {
                 _ => {}
             }
             if let Some(piece) = self.cache.lookup(&id) {
-                lock(&self.fresh).remove(&id);
-                return Ok((Held::Cached(piece), Source::Origin));
+                let source = lock(&self.fresh).remove(&id).unwrap_or(flight.source);
+                return Ok((Held::Cached(piece), source));
             }
             // Evicted between the download and this read: try again.
             misses += 1;
@@ -350,9 +412,16 @@ impl Engine {
         if let Some(rx) = flights.get(&id).filter(|rx| rx.borrow().result.is_none()) {
             return rx.clone();
         }
+        let source = match &start {
+            Start::Remote(Remote::Peer(_)) => Source::Peer,
+            _ => Source::Origin,
+        };
         let (tx, rx) = watch::channel(Flight {
             auth: blob.auth.clone(),
-            ..Flight::default()
+            source,
+            growing: None,
+            result: None,
+            read_while_growing: Arc::default(),
         });
         if self.cache.lookup(&id).is_some() {
             // Committed between the caller's lookup and this lock.
@@ -371,12 +440,15 @@ impl Engine {
             }
             tx.send_modify(|f| {
                 // No reader can take the growing piece past this point, and one that did
-                // has said so: a piece nobody read yet counts as origin bytes for its first
-                // reader, which is marked before any reader can see the download ended.
-                if result.is_ok() && !f.read_while_growing.load(Ordering::Relaxed) {
-                    engine.mark_fresh(&id);
+                // has said so: a piece nobody read yet counts as origin (or peer) bytes for
+                // its first reader, which is marked before any reader can see the download
+                // ended.
+                if let Ok(source) = &result {
+                    if !f.read_while_growing.load(Ordering::Relaxed) {
+                        engine.mark_fresh(&id, *source);
+                    }
                 }
-                f.result = Some(result);
+                f.result = Some(result.map(|_| ()));
                 f.growing = None;
             });
             let mut flights = lock(&engine.flights);

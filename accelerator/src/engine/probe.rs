@@ -51,6 +51,7 @@ impl Engine {
                 piece_size: self.cfg.piece_size,
             },
             shown,
+            origin_only: false,
         });
         match probed {
             Probed::Known(_) => {}
@@ -127,7 +128,13 @@ impl Engine {
                 return Ok(Probed::Known(size));
             }
         };
-        if !plan::probe_takes_first_piece(start, self.cfg.piece_size) {
+        // The first piece comes with the size only when this node is the one to ask the
+        // origin for it; another owner is asked instead.
+        let owned_elsewhere = self
+            .peers
+            .as_ref()
+            .is_some_and(|p| p.owner(id, 0).is_some());
+        if owned_elsewhere || !plan::probe_takes_first_piece(start, self.cfg.piece_size) {
             let size = self.size_only(id, uri, auth, shown, start).await?;
             let _ = tx.send(Some(size));
             return Ok(Probed::Known(size));

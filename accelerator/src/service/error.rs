@@ -27,6 +27,12 @@ pub enum ApiError {
     Unsatisfiable { size: u64 },
     #[error("request loop: this request came from a dadi-p2p daemon")]
     Loop,
+    /// A peer request without the shared token.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A peer request about a blob this node sees otherwise (its size, the piece size).
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -57,6 +63,8 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unsatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Loop => StatusCode::LOOP_DETECTED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Engine(e) => match e {
                 EngineError::UpstreamStatus { status, .. }
                     if status.is_client_error() || *status == StatusCode::LOOP_DETECTED =>

@@ -7,7 +7,7 @@
 //! to finish its current response and close; what is still running after the grace period
 //! is dropped.
 
-mod error;
+pub(crate) mod error;
 mod mirror;
 mod routes;
 
@@ -46,6 +46,8 @@ pub enum Routes {
     Service,
     /// Only `/metrics` (`standaloneExporterPort: true`).
     Metrics,
+    /// The peer protocol on `p2pPort`.
+    Peer,
 }
 
 /// What every request handler shares.
@@ -173,7 +175,11 @@ impl Listener {
                 let svc = service_fn(move |req| {
                     let app = app.clone();
                     async move {
-                        Ok::<_, std::convert::Infallible>(routes::handle(app, routes, req).await)
+                        let resp = match routes {
+                            Routes::Peer => crate::peer::server::handle(app, peer, req).await,
+                            _ => routes::handle(app, routes, req).await,
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();

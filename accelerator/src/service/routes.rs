@@ -116,7 +116,10 @@ struct Streamed;
 
 fn status(app: &App) -> Response<Body> {
     app.sync_cache_figures();
-    let snapshot = app.engine.telemetry().snapshot();
+    let mut snapshot = app.engine.telemetry().snapshot();
+    if let Some(peers) = app.engine.peers() {
+        snapshot.peers = peers.status();
+    }
     match serde_json::to_vec_pretty(&snapshot) {
         Ok(json) => text(StatusCode::OK, "application/json", json),
         Err(_) => text(

@@ -260,7 +260,7 @@ impl Telemetry {
             integrity_failures: c.integrity_failures.get(),
             origin_retries: c.origin_retries.get(),
             audit_lines_dropped: c.audit_dropped.get(),
-            // Not yet: peers are listed once the peer engine reports them.
+            // Filled in by the service from the peer list, which telemetry does not hold.
             peers: Vec::new(),
         }
     }

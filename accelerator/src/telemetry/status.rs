@@ -65,6 +65,8 @@ pub struct PeerStatus {
     pub address: String,
     pub bytes_received: u64,
     pub bytes_sent: u64,
+    /// False while the peer is left out of placement after a failure.
+    pub up: bool,
 }
 
 /// A few aligned lines, widest label first column.
@@ -139,10 +141,11 @@ pub fn render_status_table(s: &StatusSnapshot) -> String {
         row(
             "peer",
             format!(
-                "{} received {}, sent {}",
+                "{} received {}, sent {}{}",
                 p.address,
                 bytes(p.bytes_received),
-                bytes(p.bytes_sent)
+                bytes(p.bytes_sent),
+                if p.up { "" } else { ", down" }
             ),
         );
     }
@@ -246,6 +249,7 @@ peers      none
             address: "198.18.0.2:65002".into(),
             bytes_received: 2048,
             bytes_sent: 0,
+            up: true,
         });
         let t = render_status_table(&s);
         assert!(t.contains("hit ratio  -\n"), "{t}");
