@@ -555,6 +555,12 @@ mod tests {
             ),
             ("cache:\n  capacity: 1000\n", "cache.capacity"),
             ("service:\n  maxConnections: 0\n", "service.maxConnections"),
+            ("peer:\n  members: [\"10.0.0.5:65002\"]\n", "peer.tokenFile"),
+            (
+                "peer:\n  members: [\"10.0.0.5\"]\n  tokenFile: /t\n",
+                "peer.members",
+            ),
+            ("peer:\n  listen: anywhere\n", "peer.listen"),
             (
                 "ExporterConfig:\n  windowSecs: 18446744073709551615\n",
                 "ExporterConfig.windowSecs",

@@ -100,6 +100,16 @@ async fn every_piece_leaves_the_registry_once_for_the_whole_cluster() {
     // does not own from their owners.
     assert_eq!(cluster.count("download").await, size);
     assert_eq!(cluster.count("peer").await, 2.0 * size);
+    let mut from_peers = 0.0;
+    for n in &cluster.nodes {
+        let served = metric(n, "dadi_p2p_served_bytes_total", &[("source", "peer")]).await;
+        from_peers += served.unwrap();
+    }
+    assert_eq!(
+        from_peers,
+        2.0 * size,
+        "bytes served to readers that came from peers"
+    );
     // The registry sent the blob once, plus a one-byte size answer to every node but the
     // first piece's owner when it was the first to read: its size request brought that
     // piece. An owner that had already fetched it for a peer asked for the size alone.
