@@ -1,9 +1,10 @@
 //! Getting a piece's bytes from a remote: into the cache (the one download of a piece,
 //! with the whole-blob digest check once the last piece lands) or into memory (a small
 //! random read's own bytes, or a piece the full cache cannot take). `fetch_from` is the one
-//! place a planned remote (the origin, or the peer that owns the piece) becomes bytes. The one piece
-//! that skips it is a blob's first piece when the origin's answer to the size request is
-//! already bringing it: that answer is read into the piece rather than asked for again.
+//! place a planned remote (the origin, or the peer that owns the piece) becomes bytes. The
+//! one piece that skips it is a blob's first piece when the origin's answer to the size
+//! request is already bringing it: that answer is read into the piece rather than asked
+//! for again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

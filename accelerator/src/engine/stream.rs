@@ -3,8 +3,9 @@
 //! Bytes are read from the cache in chunks of at most [`CHUNK`] only when the connection is
 //! ready for more, so a response holds one chunk in memory whatever its length: a 10 GiB
 //! blob streams through a few hundred KiB. While one piece is read, the next pieces of the
-//! span are already downloading, and a piece still downloading is read as it arrives. A piece that fails its checksum on the way is dropped by
-//! the cache and fetched again; the client never receives the bad bytes.
+//! span are already downloading, and a piece still downloading is read as it arrives. A
+//! piece that fails its checksum on the way is dropped by the cache and fetched again; the
+//! client never receives the bad bytes.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -28,7 +28,8 @@ pub async fn handle(app: Arc<App>, remote: SocketAddr, req: Request<Incoming>) -
     match answer(&app, remote, req).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::debug!(%remote, status = e.status().as_u16(), error = %e, "peer request refused");
+            let status = e.status().as_u16();
+            tracing::debug!(%remote, status, error = %e, "peer request refused");
             e.into_response()
         }
     }
