@@ -302,6 +302,12 @@ impl Engine {
                 (Decision::Join, _) => Remote::Origin,
             };
             let mut rx = self.flight(blob, id.clone(), remote);
+            if blob.origin_only && rx.borrow().source == Source::Peer {
+                // A peer asks for a piece this node is itself fetching from a peer: when the
+                // two disagree about the owner, each would wait on the other until a
+                // timeout. This answer comes from the origin instead, held in memory.
+                return self.uncached(blob, index).await;
+            }
             // A reader taking the piece as it grows says so while it looks, under the same
             // lock the end of the download takes to decide whether the piece is fresh. The
             // first such reader has the origin's bytes; later ones share what is on disk.
@@ -355,6 +361,11 @@ impl Engine {
         // The cache has no room this piece can have (every piece pinned by readers, or
         // evicted as fast as it arrives): serve this reader from memory, uncached.
         tracing::warn!(blob = %blob.shown, piece = index, "cache full: serving a piece uncached");
+        self.uncached(blob, index).await
+    }
+
+    /// Piece `index` of `blob` from the origin into memory, past the cache.
+    async fn uncached(&self, blob: &Blob, index: u64) -> Result<(Held, Source), EngineError> {
         let permit = self.uncached.clone().acquire_owned().await.ok();
         let (start, len) = blob.layout.piece(index);
         let data = self.fetch_bytes(Remote::Origin, blob, start, len).await?;
