@@ -48,7 +48,11 @@ impl Engine {
                     return Ok(Source::Peer);
                 }
                 Err(e) => {
-                    peers.failed(peer);
+                    // A refusal the owner relays (the origin's 401, say) is not the peer
+                    // failing; anything else leaves it out of placement for a while.
+                    if !e.is_refusal() {
+                        peers.failed(peer);
+                    }
                     tracing::warn!(blob = %blob.shown, piece = index, %peer, error = %e, "peer failed: the origin brings the rest");
                     if got > 0 {
                         self.telemetry.record(Kind::Peer, got, started.elapsed());

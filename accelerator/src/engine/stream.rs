@@ -147,7 +147,10 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
         match read {
             Ok(data) => {
                 st.engine.throttle(n).await;
-                st.engine.telemetry.served(source, n);
+                // Pieces sent to a peer are not bytes served to a reader of this node.
+                if !st.blob.origin_only {
+                    st.engine.telemetry.served(source, n);
+                }
                 st.pos += n;
                 return Ok(Some((data, st)));
             }

@@ -33,6 +33,14 @@ pub enum PeerError {
     Sink(std::io::Error),
 }
 
+impl PeerError {
+    /// An answer about the request rather than the peer: the origin's refusal relayed by
+    /// the owner (401, 403 or 404 with a valid token is the origin's) or a 409 over sizes.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, PeerError::Status(s) if s.is_client_error())
+    }
+}
+
 pub struct PeerClient {
     client: Client<HttpConnector, Empty<Bytes>>,
     token: HeaderValue,
