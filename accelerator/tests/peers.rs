@@ -135,6 +135,15 @@ async fn every_piece_leaves_the_registry_once_for_the_whole_cluster() {
         .unwrap();
     assert!(again.body[..] == bytes[1000..=700_000]);
     assert_eq!(cluster.count("peer").await, 2.0 * size);
+    // Bytes served to readers: each node's own readers only, not what went to peers.
+    let mut served = 0.0;
+    for n in &cluster.nodes {
+        for source in ["cache", "peer", "origin"] {
+            let bytes = metric(n, "dadi_p2p_served_bytes_total", &[("source", source)]).await;
+            served += bytes.unwrap();
+        }
+    }
+    assert_eq!(served, 3.0 * size + 699_001.0);
     let status = http::get(&format!("{}/status", node.base_url()), &[])
         .await
         .unwrap();
