@@ -19,8 +19,6 @@ mod origin;
 mod safety;
 #[path = "failures/tls.rs"]
 mod tls;
-#[path = "failures/upstream.rs"]
-mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,22 +28,11 @@ use dadi_p2p_integration::{Accelerator, Credentials, Registry, RegistryOptions};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use common::blob_bytes;
+
 /// The daemon of this build started with `yaml` as its config file.
 pub fn start(yaml: &str) -> Accelerator {
     Accelerator::start(common::options().config_yaml(yaml)).unwrap()
-}
-
-/// Deterministic bytes that do not repeat within a piece (xorshift).
-pub fn blob_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

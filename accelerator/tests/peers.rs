@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::upstream::{Behaviour, HandUpstream};
 use common::*;
 use dadi_p2p::plan::{self, Member};
 use dadi_p2p_integration::http::{self, range};
@@ -26,6 +27,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(world: &World, n: usize, extra: &[String]) -> Cluster {
+        Cluster::start_cut(world, n, extra, PIECE)
+    }
+
+    /// [`Cluster::start`] with pieces of `piece` bytes.
+    fn start_cut(world: &World, n: usize, extra: &[String], piece: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
@@ -38,12 +44,15 @@ impl Cluster {
         let nodes = peer_ports
             .iter()
             .map(|port| {
-                world.start(&config(&format!(
-                    "readAhead: 0\npeer:\n  listen: 127.0.0.1:{port}\n  members: [{}]\n  \
+                world.start(&format!(
+                    "cache:\n  capacity: {}\n  pieceSize: {piece}\nExporterConfig:\n  \
+                     enable: true\n  standaloneExporterPort: false\nthrottleLimitMB: 0\n\
+                     readAhead: 0\npeer:\n  listen: 127.0.0.1:{port}\n  members: [{}]\n  \
                      tokenFile: {}\n",
+                    256 * MIB,
                     members.join(", "),
                     token.display()
-                )))
+                ))
             })
             .collect();
         Cluster {
@@ -255,4 +264,55 @@ async fn the_peer_port_refuses_what_a_peer_would_not_send() {
     let r = ask(good_path, with(&[])).await;
     assert_eq!(r.status, 200);
     assert!(r.body[..] == bytes[PIECE as usize..2 * PIECE as usize]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_passes_a_piece_on_while_it_arrives_from_the_origin() {
+    let world = World::new();
+    // Pieces large enough that the owner writes each in several steps.
+    let piece = MIB;
+    let cluster = Cluster::start_cut(&world, 2, &[], piece);
+    let data = std::sync::Arc::new(blob_bytes(16 * piece as usize, 53));
+    // Every answer stops after its first 300 KiB until the test lets it go on.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream = HandUpstream::start(Behaviour::Hold {
+        data: data.clone(),
+        first: 300 * 1024,
+        gate: gate.clone(),
+    })
+    .await;
+    let blob = upstream.url("/layer.bin");
+    let id =
+        dadi_p2p::cache::BlobId::new(&dadi_p2p::target::Target::parse(&blob).unwrap().key.name())
+            .unwrap();
+    let members: Vec<Member> = cluster
+        .peer_ports
+        .iter()
+        .map(|p| Member::new(([127, 0, 0, 1], *p).into()))
+        .collect();
+    let owned_by_second = (1..16)
+        .find(|i| plan::owner(plan::piece_key(id.as_str(), *i), &members) == Some(members[1].addr))
+        .expect("the second node owns one of 15 pieces");
+
+    // The first node asks the second, which is still getting the piece from the origin:
+    // the start of the piece reaches the reader before the rest exists anywhere.
+    let reader = &cluster.nodes[0];
+    let start = owned_by_second * piece;
+    let r = http::get(
+        &reader.accelerator_url(&blob),
+        &[("range", &range(start, start + 999))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body[..] == data[start as usize..start as usize + 1000]);
+    gate.add_permits(64);
+    for n in &cluster.nodes {
+        assert!(downloads_settled(n, Duration::from_secs(10)).await);
+    }
+    assert_eq!(
+        metric(reader, "DADIP2P_Count", &[("type", "peer")]).await,
+        Some(piece as f64),
+        "the piece came from its owner"
+    );
 }

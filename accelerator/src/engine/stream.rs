@@ -97,9 +97,14 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
         }
         let (piece_start, piece_len) = layout.piece(index);
         if let Some((_, Held::Growing { growing, flight }, source)) = &mut st.current {
-            // This reader's whole part of the piece must have arrived before any of it is
-            // sent, so a download that breaks off first is answered with its error.
-            let wanted = (st.end - piece_start + 1).min(piece_len);
+            // A reader's whole part of the piece must have arrived before any of it is
+            // sent, so a download that breaks off first is answered with its error. A peer
+            // takes bytes as they come instead: it gets the rest elsewhere if they stop.
+            let wanted = if st.blob.origin_only {
+                st.pos - piece_start + 1
+            } else {
+                (st.end - piece_start + 1).min(piece_len)
+            };
             if !growing.wait_past(wanted - 1).await {
                 let id = PieceId::new(st.blob.id.clone(), index);
                 let source = *source;
@@ -121,7 +126,10 @@ async fn step(mut st: State) -> Result<Option<(Bytes, State)>, EngineError> {
         };
         let source = *source;
         let offset = st.pos - piece_start;
-        let n = CHUNK.min(st.end - st.pos + 1).min(piece_len - offset);
+        let mut n = CHUNK.min(st.end - st.pos + 1).min(piece_len - offset);
+        if let Held::Growing { growing, .. } = piece {
+            n = n.min(growing.ready() - offset);
+        }
         let read = match piece {
             Held::Cached(piece) => {
                 st.engine

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -179,5 +181,18 @@ pub async fn read_range(acc: &Accelerator, blob_url: &str, start: u64, end: u64)
 pub fn pieces_of(size: u64, start: u64, end: u64) -> Vec<(u64, u64)> {
     (start / PIECE..=end / PIECE)
         .map(|i| (i * PIECE, PIECE.min(size - i * PIECE)))
+        .collect()
+}
+
+/// Deterministic bytes that do not repeat within a piece (xorshift).
+pub fn blob_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
         .collect()
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use dadi_p2p_integration::http::{self, range};
 
+use super::common::upstream::{Behaviour, HandUpstream};
 use super::common::{downloads_settled, eventually, metric, KIB, MIB};
 use super::start;
-use super::upstream::{Behaviour, HandUpstream};
 
 /// A daemon with 1 MiB pieces and no read-ahead in front of an upstream that holds each
 /// answer after its first bytes until `gate` gives a permit: the pieces are large enough

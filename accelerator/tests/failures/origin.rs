@@ -7,8 +7,8 @@ use std::time::Duration;
 use dadi_p2p_integration::http::{self, range};
 use dadi_p2p_integration::{free_port, Credentials, Nginx};
 
+use super::common::upstream::{Behaviour, HandUpstream};
 use super::common::{config, downloads_settled, eventually, metric, KIB, PIECE};
-use super::upstream::{Behaviour, HandUpstream};
 use super::{cached_pieces, one_line_reason, registry_with_blob, sha256_hex, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

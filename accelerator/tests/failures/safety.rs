@@ -9,8 +9,8 @@ use ::http::Method;
 use dadi_p2p_integration::http::{self, empty, Conn};
 use dadi_p2p_integration::{free_port, wait_ready};
 
+use super::common::upstream::{Behaviour, HandUpstream};
 use super::common::{config, downloads_settled, metric, piece_files};
-use super::upstream::{Behaviour, HandUpstream};
 use super::{blob_bytes, one_line_reason, raw_exchange, sha256_hex, start, KillOnDrop};
 
 async fn serving_upstream() -> (HandUpstream, Arc<Vec<u8>>) {
