@@ -1,6 +1,7 @@
 //! The config files that ship (the packages' /etc/dadi-p2p/config.yaml and the ConfigMap of
 //! the DaemonSet) start the real daemon, and their values reach it. Only addresses change:
-//! a free loopback port for the service (`--listen`) and the exporter, and a temp cache.
+//! free loopback ports for the service (`--listen`), the exporter and the peer protocol, and
+//! a temp cache.
 
 use dadi_p2p_integration::{free_port, http, Accelerator, AcceleratorOptions};
 use serde_json::Value;
@@ -8,11 +9,15 @@ use serde_json::Value;
 use crate::common::{daemon_bin, packaging};
 
 pub fn get(url: &str) -> http::Response {
+    get_with(url, &[])
+}
+
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> http::Response {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(http::get(url, &[]))
+        .block_on(http::get(url, headers))
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
@@ -41,7 +46,11 @@ pub fn status(daemon: &Accelerator) -> Value {
 fn package_config_starts_the_daemon_with_its_values() {
     let text = std::fs::read_to_string(packaging().join("config/config.yaml")).unwrap();
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    let (daemon, exporter_port) = start_with(&text);
+    // p2pPort moved to a free port, to see that nothing listens there without peers.
+    let p2p_port = free_port().unwrap();
+    let mut moved = yaml.clone();
+    moved["p2pPort"] = p2p_port.into();
+    let (daemon, exporter_port) = start_with(&serde_yaml_ng::to_string(&moved).unwrap());
     let healthz = get(&format!("{}/healthz", daemon.base_url()));
     assert_eq!(healthz.status, 200);
 
@@ -65,6 +74,19 @@ fn package_config_starts_the_daemon_with_its_values() {
             &[],
         ));
     assert!(metrics.is_err(), "exporter answered while disabled");
+
+    // Peers are off as shipped: no members, no peer listener, no peers in the status.
+    assert_eq!(
+        yaml["peer"]["members"],
+        serde_yaml_ng::Value::Sequence(vec![])
+    );
+    assert_eq!(yaml["p2pPort"], 65002);
+    let peer_port = std::net::TcpStream::connect(("127.0.0.1", p2p_port));
+    assert!(
+        peer_port.is_err(),
+        "something listens on p2pPort without peers"
+    );
+    assert_eq!(status["peers"], serde_json::json!([]));
 }
 
 #[test]

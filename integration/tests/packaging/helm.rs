@@ -1,16 +1,20 @@
 //! The Helm chart under packaging/helm/dadi-p2p. Debian has no `helm`, so the chart is
 //! rendered here by a small substitution that implements exactly the template language the
 //! chart uses: `{{ .Values.a.b }}`, `.Release.Name|Namespace|Service`,
-//! `.Chart.Name|Version|AppVersion`, piped through `quote`, `int64` or `toJson`, with Helm's
-//! output for each, and `{{ if .Values.a.b }}` … `{{ end }}` with Go's truth rules. Any other
-//! action fails the test, so the chart cannot drift into constructs this check does not
+//! `.Chart.Name|Version|AppVersion`, optionally as `required "message" .Values.a.b`, piped
+//! through `quote`, `int64` or `toJson`, with Helm's output for each, and
+//! `{{ if [not] .Values.a.b }}` … [`{{ else }}` …] `{{ end }}` with Go's truth rules. Any
+//! other action fails the test, so the chart cannot drift into constructs this check does not
 //! understand. A number of a million or more without `int64` fails too: Helm reads values as
 //! floats and would print it as `4.294967296e+09`. A file that renders to nothing is left
-//! out, as Helm leaves it out.
+//! out, as Helm leaves it out. `required` fails the rendering with its message, as Helm does,
+//! when the value is null or an empty string.
 //!
 //! Rendered with its defaults, the chart must give the same objects as packaging/kubernetes
 //! (less the Namespace, which `helm install --create-namespace` makes, and Helm's own labels);
-//! with `admission.enabled` it adds the same objects as packaging/admission.
+//! with `admission.enabled` it adds the same objects as packaging/admission, and with
+//! `peer.enabled` and an existing Secret the objects of packaging/kubernetes/peers replace
+//! or join them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -89,10 +93,30 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn eval(action: &str, ctx: &Value) -> String {
+/// Helm's `required "message" .Values.a.b`: the value, or the message when the value is null
+/// or an empty string.
+fn required<'a>(stage: &str, ctx: &'a Value, action: &str) -> Result<&'a Value, String> {
+    let (message, path) = stage
+        .strip_prefix("required \"")
+        .and_then(|rest| rest.split_once('"'))
+        .unwrap_or_else(|| panic!("{{{{{action}}}}}: required takes a quoted message"));
+    assert!(!message.contains('\\'), "{{{{{action}}}}}: needs escaping");
+    match lookup(path.trim(), ctx, action) {
+        Value::Null => Err(message.to_string()),
+        Value::String(s) if s.is_empty() => Err(message.to_string()),
+        v => Ok(v),
+    }
+}
+
+/// One action's output; `Err` is a rendering failure Helm would report (from `required`).
+fn eval(action: &str, ctx: &Value) -> Result<String, String> {
     let mut stages = action.split('|').map(str::trim);
-    let path = stages.next().unwrap();
-    let mut value = lookup(path, ctx, action).clone();
+    let first = stages.next().unwrap();
+    let mut value = if first.starts_with("required ") {
+        required(first, ctx, action)?.clone()
+    } else {
+        lookup(first, ctx, action).clone()
+    };
     let mut text: Option<String> = None;
     for f in stages {
         match f {
@@ -113,16 +137,22 @@ fn eval(action: &str, ctx: &Value) -> String {
             other => panic!("unsupported function {other} in {{{{{action}}}}}"),
         }
     }
-    text.unwrap_or_else(|| plain(&value, action))
+    Ok(text.unwrap_or_else(|| plain(&value, action)))
 }
 
-fn render_text(template: &str, ctx: &Value) -> String {
+/// An open `{{ if }}`.
+struct Branch {
+    /// Whether the branch being read (before or after `else`) is rendered, parents aside.
+    shown: bool,
+    in_else: bool,
+}
+
+fn render_text(template: &str, ctx: &Value) -> Result<String, String> {
     let mut out = String::new();
-    // One entry per open `if`: whether its body is rendered.
-    let mut open: Vec<bool> = Vec::new();
+    let mut open: Vec<Branch> = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
-        let on = open.iter().all(|b| *b);
+        let on = open.iter().all(|b| b.shown);
         if on {
             out.push_str(&rest[..start]);
         }
@@ -135,26 +165,39 @@ fn render_text(template: &str, ctx: &Value) -> String {
         let action = action.trim();
         if let Some(cond) = action.strip_prefix("if ") {
             let cond = cond.trim();
+            let (negate, path) = match cond.strip_prefix("not ") {
+                Some(path) => (true, path.trim()),
+                None => (false, cond),
+            };
             assert!(
-                cond.starts_with(".Values."),
+                path.starts_with(".Values."),
                 "{{{{{action}}}}}: only values"
             );
-            open.push(on && truthy(lookup(cond, ctx, action)));
+            let shown = truthy(lookup(path, ctx, action)) != negate;
+            open.push(Branch {
+                shown,
+                in_else: false,
+            });
+        } else if action == "else" {
+            let branch = open.last_mut().expect("{{ else }} without {{ if }}");
+            assert!(!branch.in_else, "a second {{{{ else }}}}");
+            branch.shown = !branch.shown;
+            branch.in_else = true;
         } else if action == "end" {
             open.pop().expect("{{ end }} without {{ if }}");
         } else if on {
-            out.push_str(&eval(action, ctx));
+            out.push_str(&eval(action, ctx)?);
         }
         rest = &rest[start + len + 2..];
     }
     assert!(open.is_empty(), "{{{{ if }}}} without {{{{ end }}}}");
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 /// Every file of templates/ rendered with the chart's values under `overrides`, less the
-/// files that render to nothing.
-pub fn render(overrides: &Value) -> BTreeMap<String, String> {
+/// files that render to nothing; `Err` names the file and says why, as Helm fails.
+pub fn try_render(overrides: &Value) -> Result<BTreeMap<String, String>, String> {
     let mut values = yaml_file(chart().join("values.yaml"));
     merge(&mut values, overrides);
     let meta = yaml_file(chart().join("Chart.yaml"));
@@ -169,19 +212,24 @@ pub fn render(overrides: &Value) -> BTreeMap<String, String> {
     for entry in std::fs::read_dir(chart().join("templates")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        let text = render_text(&std::fs::read_to_string(&path).unwrap(), &ctx);
+        let text = render_text(&std::fs::read_to_string(&path).unwrap(), &ctx)
+            .map_err(|e| format!("{name}: {e}"))?;
         if !text.trim().is_empty() {
             out.insert(name, text);
         }
     }
-    out
+    Ok(out)
+}
+
+pub fn render(overrides: &Value) -> BTreeMap<String, String> {
+    try_render(overrides).unwrap_or_else(|e| panic!("rendering failed: {e}"))
 }
 
 pub fn render_default() -> BTreeMap<String, String> {
     render(&json!({}))
 }
 
-fn rendered_documents(files: &BTreeMap<String, String>) -> BTreeMap<String, Value> {
+pub fn rendered_documents(files: &BTreeMap<String, String>) -> BTreeMap<String, Value> {
     documents(
         files
             .iter()
@@ -191,7 +239,7 @@ fn rendered_documents(files: &BTreeMap<String, String>) -> BTreeMap<String, Valu
 }
 
 /// Removes the labels Helm adds to every object, checking that each has them.
-fn without_helm_labels(docs: &mut BTreeMap<String, Value>) {
+pub fn without_helm_labels(docs: &mut BTreeMap<String, Value>) {
     for (key, doc) in docs.iter_mut() {
         let labels = doc["metadata"]["labels"]
             .as_object_mut()
@@ -360,14 +408,42 @@ fn renderer_refuses_what_it_does_not_implement() {
         "{{ end }}",
         "{{ if .Release.Name }}x{{ end }}",
         "{{ else }}",
+        "{{ if .Values.s }}a{{ else }}b{{ else }}c{{ end }}",
+        "{{ if not .Release.Name }}x{{ end }}",
+        "{{ if not (.Values.s) }}x{{ end }}",
+        "{{ required .Values.s }}",
+        "{{ required \"m\" .Values.missing }}",
+        "{{ .Values.s | required \"m\" }}",
     ] {
         let caught = std::panic::catch_unwind(|| render_text(bad, &ctx));
         assert!(caught.is_err(), "{bad} rendered");
     }
-    assert_eq!(render_text("{{ .Values.n | int64 }}", &ctx), "4294967296");
-    assert_eq!(render_text("{{ .Values.s | quote }}", &ctx), "\"x\"");
-    let ctx = json!({"Values": {"t": true, "f": false, "zero": 0, "empty": "", "list": [1]}});
+    let ok = |text: &str, ctx: &Value| render_text(text, ctx).unwrap();
+    assert_eq!(ok("{{ .Values.n | int64 }}", &ctx), "4294967296");
+    assert_eq!(ok("{{ .Values.s | quote }}", &ctx), "\"x\"");
+    let ctx = json!({"Values": {
+        "t": true, "f": false, "zero": 0, "empty": "", "list": [1], "null": null, "s": "x"
+    }});
     let text = "a{{ if .Values.t }}b{{ if .Values.f }}c{{ end }}{{ if .Values.list }}d{{ end }}\
                 {{ end }}{{ if .Values.zero }}e{{ end }}{{ if .Values.empty }}f{{ end }}g";
-    assert_eq!(render_text(text, &ctx), "abdg");
+    assert_eq!(ok(text, &ctx), "abdg");
+    let text = "{{ if not .Values.f }}a{{ else }}b{{ end }}{{ if .Values.f }}c{{ else }}d{{ end }}\
+                {{ if .Values.f }}{{ if .Values.t }}e{{ else }}f{{ end }}{{ else }}g{{ end }}\
+                {{ if not .Values.s }}h{{ end }}";
+    assert_eq!(ok(text, &ctx), "adg");
+
+    // `required` passes a value through and fails the rendering with its message when the
+    // value is empty or null, as Helm does.
+    assert_eq!(
+        ok("{{ required \"need s\" .Values.s | quote }}", &ctx),
+        "\"x\""
+    );
+    assert_eq!(ok("{{ required \"m\" .Values.f }}", &ctx), "false");
+    for missing in ["empty", "null"] {
+        let text = format!("a{{{{ required \"need {missing}\" .Values.{missing} }}}}");
+        assert_eq!(render_text(&text, &ctx), Err(format!("need {missing}")));
+    }
+    // Only where the branch is rendered.
+    let text = "{{ if .Values.f }}{{ required \"m\" .Values.empty }}{{ end }}";
+    assert_eq!(ok(text, &ctx), "");
 }

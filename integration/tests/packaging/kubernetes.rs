@@ -1,7 +1,7 @@
 //! The manifests under packaging/kubernetes: every document deserialises into its k8s-openapi
 //! type without losing a field, the DaemonSet agrees with its ConfigMap (ports, paths, probes),
 //! the ConfigMap's config starts the real daemon, and `kubernetes-validate --strict` accepts
-//! the manifests and the chart's rendering, the webhook's templates included.
+//! the manifests and the chart's rendering, the webhook's and the peers' templates included.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -259,9 +259,14 @@ fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
 fn kubernetes_validate_accepts_manifests_and_chart() {
     let tmp = tempfile::tempdir().unwrap();
     let mut files = yaml_files(&packaging().join("kubernetes"));
-    // With the webhook on, the chart renders every template. cert-manager's kinds are CRDs
-    // the tool has no schema for; the chart test compares them with packaging/admission.
-    let chart = crate::helm::render(&serde_json::json!({"admission": {"enabled": true}}));
+    files.extend(yaml_files(&packaging().join("kubernetes/peers")));
+    // With the webhook and the peers on, the chart renders every template. cert-manager's
+    // kinds are CRDs the tool has no schema for; the chart test compares them with
+    // packaging/admission.
+    let chart = crate::helm::render(&serde_json::json!({
+        "admission": {"enabled": true},
+        "peer": {"enabled": true, "token": "t"},
+    }));
     for (name, text) in chart {
         if name.ends_with(".yaml") && name != "admission-cert-manager.yaml" {
             let path = tmp.path().join(format!("chart-{name}"));
