@@ -34,6 +34,8 @@ use crate::telemetry::PeerStatus;
 
 /// Path prefix of the piece endpoint: `/peer/v1/pieces/<blob id>/<piece index>`.
 pub const PIECES_PATH: &str = "/peer/v1/pieces/";
+/// Longest wait for one member name to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The shared token.
 pub const TOKEN_HEADER: &str = "x-dadi-peer-token";
 /// The blob's upstream URL, for an owner that must fetch the piece from the origin.
@@ -88,9 +90,11 @@ impl Peers {
     pub async fn refresh(&self) {
         let mut found: Vec<SocketAddr> = Vec::new();
         for entry in &self.configured {
-            match tokio::net::lookup_host(entry.as_str()).await {
-                Ok(addrs) => found.extend(addrs),
-                Err(e) => tracing::warn!(member = %entry, error = %e, "cannot resolve peer"),
+            let lookup = tokio::net::lookup_host(entry.as_str());
+            match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                Ok(Ok(addrs)) => found.extend(addrs),
+                Ok(Err(e)) => tracing::warn!(member = %entry, error = %e, "cannot resolve peer"),
+                Err(_) => tracing::warn!(member = %entry, "peer name lookup timed out"),
             }
         }
         found.sort();
