@@ -129,14 +129,21 @@ impl Engine {
             }
         };
         // The first piece comes with the size only when this node is the one to ask the
-        // origin for it (another owner is asked instead) and does not have it yet (a peer
-        // may have had it fetched here).
+        // origin for it (another owner is asked instead) and does not have it or have it
+        // coming yet: a peer's request may have started its download, and a second copy
+        // would be thrown away once its bytes had left the origin.
         let owned_elsewhere = self
             .peers
             .as_ref()
             .is_some_and(|p| p.owner(id, 0).is_some());
-        let cached = self.cache.lookup(&PieceId::new(id.clone(), 0)).is_some();
-        if owned_elsewhere || cached || !plan::probe_takes_first_piece(start, self.cfg.piece_size) {
+        let first = PieceId::new(id.clone(), 0);
+        let cached = self.cache.lookup(&first).is_some();
+        let coming = lock(&self.flights).contains_key(&first);
+        if owned_elsewhere
+            || cached
+            || coming
+            || !plan::probe_takes_first_piece(start, self.cfg.piece_size)
+        {
             let size = self.size_only(id, uri, auth, shown, start).await?;
             let _ = tx.send(Some(size));
             return Ok(Probed::Known(size));
