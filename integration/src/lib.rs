@@ -9,6 +9,7 @@
 //! Network traffic from this crate only ever goes to loopback addresses (127.0.0.0/8).
 
 mod accelerator;
+pub mod bench;
 mod error;
 pub mod http;
 pub mod load;
