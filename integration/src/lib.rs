@@ -5,13 +5,16 @@
 //! directory, writes its output to files there (shown when a start fails or a test panics), and
 //! is killed and reaped when its guard drops. Start-up functions are blocking so they work in
 //! plain and async tests alike; the HTTP client and load generator are async (tokio).
+//! `bench` holds what the benchmark programs share; `metrics` reads a `/metrics` body.
 //!
 //! Network traffic from this crate only ever goes to loopback addresses (127.0.0.0/8).
 
 mod accelerator;
+pub mod bench;
 mod error;
 pub mod http;
 pub mod load;
+pub mod metrics;
 mod nginx;
 mod oci;
 mod process;

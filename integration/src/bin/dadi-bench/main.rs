@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     match runtime.block_on(scenario::run(&args)) {
         Ok(summary) => {
             print!("{}", report::table(&summary));
-            match report::write_json(&summary, &args.out) {
+            match dadi_p2p_integration::bench::write_json(&summary, &args.out) {
                 Ok(()) => {
                     println!("wrote {}", args.out.display());
                     ExitCode::SUCCESS

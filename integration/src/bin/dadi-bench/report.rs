@@ -1,9 +1,6 @@
-//! The human table and the JSON file of a benchmark run.
+//! The human table of a benchmark run; `bench::write_json` writes its JSON.
 
 use std::fmt::Write as _;
-use std::path::Path;
-
-use anyhow::{Context, Result};
 
 use crate::scenario::Summary;
 
@@ -106,14 +103,4 @@ pub fn table(s: &Summary) -> String {
         );
     }
     out
-}
-
-/// Writes the summary as one JSON object (one line) to `path`, creating its directory.
-pub fn write_json(s: &Summary, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    let mut line = serde_json::to_string(s).context("serialize summary")?;
-    line.push('\n');
-    std::fs::write(path, line).with_context(|| format!("write {}", path.display()))
 }

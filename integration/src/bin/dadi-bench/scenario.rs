@@ -17,16 +17,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use dadi_p2p_integration::bench::{self, serves_exact_blob};
 use dadi_p2p_integration::http;
 use dadi_p2p_integration::load::{self, LoadResult, LoadSpec, Pattern};
-use dadi_p2p_integration::{
-    build_image, cpu_seconds, Accelerator, AcceleratorOptions, BlobInfo, Compression, LayerSpec,
-    Nginx, Registry,
-};
+use dadi_p2p_integration::{cpu_seconds, Accelerator, AcceleratorOptions, Nginx, Registry};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::args::{Args, Push};
+use crate::args::Args;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -107,7 +104,11 @@ struct Target {
 
 pub async fn run(args: &Args) -> Result<Summary> {
     let registry = Registry::start().context("start registry")?;
-    let (blob, generate_seconds, push_seconds) = put_blob(&registry, args).await?;
+    let pushed = bench::put_blob(&registry, REPO, args.size, SEED, args.push)
+        .await
+        .context("put blob")?;
+    let (blob, generate_seconds, push_seconds) =
+        (pushed.blob, pushed.generate_seconds, pushed.push_seconds);
     tracing::info!(digest = %blob.digest, bytes = blob.size, "blob in registry");
     let direct_url = registry.blob_url(REPO, &blob.digest);
     let front = Nginx::redirecting_front(&registry).context("start nginx front")?;
@@ -332,34 +333,6 @@ async fn first_reads(
     Ok((micros[micros.len() / 2], micros[micros.len() - 1]))
 }
 
-/// Generates the image and puts its layer into the registry; returns the layer and timings.
-async fn put_blob(registry: &Registry, args: &Args) -> Result<(BlobInfo, f64, f64)> {
-    let layout = tempfile::Builder::new()
-        .prefix("dadi-bench-layout-")
-        .tempdir()?;
-    let started = Instant::now();
-    let layer = LayerSpec {
-        size: args.size,
-        seed: SEED,
-        compression: Compression::None,
-    };
-    let image = build_image(layout.path(), "bench", &[layer]).context("build image")?;
-    let generate_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let blob = image.layers[0].clone();
-    match args.push {
-        Push::Skopeo => registry.push_image(&image, REPO).context("skopeo push")?,
-        Push::Upload => {
-            let uploaded = registry
-                .upload_blob(REPO, &image.blob_path(&blob.digest))
-                .await
-                .context("upload blob")?;
-            anyhow::ensure!(uploaded.digest == blob.digest, "uploaded digest differs");
-        }
-    }
-    Ok((blob, generate_seconds, started.elapsed().as_secs_f64()))
-}
-
 fn start_accelerator(bin: &std::path::Path, args: &Args) -> Result<Accelerator> {
     let mut opts = AcceleratorOptions::new(bin)
         .env("DADI_P2P_LOG", "warn")
@@ -373,7 +346,6 @@ fn start_accelerator(bin: &std::path::Path, args: &Args) -> Result<Accelerator> 
     Accelerator::start(opts).context("start dadi-p2p")
 }
 
-/// One sequential 1 MiB pass over the whole blob on one connection.
 /// Reads in the cold random cell; a 1 GiB blob has 512 pieces of 2 MiB.
 const COLD_RANDOM_READS: u64 = 200;
 /// Bytes read in the cold sequential 64 KiB cell: 64 pieces of 2 MiB.
@@ -381,25 +353,9 @@ const COLD_SEQUENTIAL_BYTES: u64 = 128 * MIB;
 /// Fresh daemons in the first-read cell.
 const FIRST_READS: usize = 15;
 
+/// One sequential 1 MiB pass over the whole blob on one connection.
 async fn pass(url: &str, size: u64) -> Result<LoadResult> {
-    let spec = LoadSpec {
-        url: url.to_owned(),
-        headers: Vec::new(),
-        blob_size: size,
-        pattern: Pattern::Sequential { block: MIB },
-        connections: 1,
-        requests: size.div_ceil(MIB),
-        time_cap: PASS_CAP,
-        seed: SEED,
-    };
-    let result = load::run(&spec).await?;
-    anyhow::ensure!(
-        result.errors == 0 && result.bytes == size,
-        "pass over {url} read {} of {size} bytes with {} errors",
-        result.bytes,
-        result.errors
-    );
-    Ok(result)
+    Ok(bench::sequential_pass(url, size, PASS_CAP).await?)
 }
 
 /// The whole blob as one GET without Range; returns MB/s.
@@ -413,16 +369,6 @@ async fn plain_get(url: &str, size: u64) -> Result<f64> {
         "GET {url}: {status}, {bytes} bytes"
     );
     Ok(bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
-}
-
-/// Whether one plain GET of `url` yields exactly the blob (length and digest); untimed.
-async fn serves_exact_blob(url: &str, blob: &BlobInfo) -> Result<bool> {
-    let (addr, path) = http::split_loopback_url(url)?;
-    let mut conn = http::Conn::connect(addr).await?;
-    let mut hasher = Sha256::new();
-    let (status, bytes) = conn.get_each(&path, &[], |b| hasher.update(b)).await?;
-    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    Ok(status == 200 && bytes == blob.size && digest == blob.digest)
 }
 
 async fn warm_matrix(targets: &[Target], size: u64, args: &Args) -> Result<Vec<Cell>> {
