@@ -163,6 +163,36 @@ async fn every_piece_leaves_the_registry_once_for_the_whole_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reading_at_once_still_take_each_piece_from_the_registry_once() {
+    let world = World::new();
+    let cluster = Cluster::start(&world, 3, &[]);
+    let (digest, bytes) = world.layer(0);
+    let size = bytes.len() as f64;
+    let before = registry_blob_bytes(&world).await;
+    let reads: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let url = node.accelerator_url(&world.blob_url(&digest));
+            tokio::spawn(async move { http::get(&url, &[]).await.unwrap() })
+        })
+        .collect();
+    for read in reads {
+        let whole = read.await.unwrap();
+        assert_eq!(whole.status, 200);
+        assert!(whole.body[..] == bytes[..]);
+    }
+    assert_eq!(cluster.count("download").await, size);
+    // One-byte size answers only: the first piece's owner asks for the size alone when a
+    // peer's request started that piece first, else its size request brings the piece.
+    let extra = registry_blob_bytes(&world).await - before - size;
+    assert!(
+        extra == 2.0 || extra == 3.0,
+        "{extra} bytes beyond the blob"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_is_down_costs_an_origin_fetch_not_a_failed_read() {
     let world = World::new();
     // A member nothing listens on: the pieces it owns fail over to the origin.

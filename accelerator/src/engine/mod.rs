@@ -259,6 +259,15 @@ impl Engine {
         bypass: Option<Span>,
     ) -> Result<(Held, Source), EngineError> {
         let id = PieceId::new(blob.id.clone(), index);
+        if index == 0 {
+            // A size request under way may be bringing this piece (a peer asks for it while
+            // this node's own reader is finding the size): its download is joined once the
+            // answer is in, rather than a second one started.
+            let probing = lock(&self.probes).get(&blob.id).cloned();
+            if let Some(mut probe) = probing {
+                let _ = probe.wait_for(|size| size.is_some()).await;
+            }
+        }
         let mut misses = 0;
         // Whether this reader joined a download that the origin refused for another reader's
         // credentials and then asked with its own.
