@@ -193,6 +193,45 @@ async fn nodes_reading_at_once_still_take_each_piece_from_the_registry_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lists_only_roots_takes_every_piece_from_them() {
+    let world = World::new();
+    let roots = Cluster::start(&world, 2, &[]);
+    // The agent lists the roots and not itself: it owns nothing and is never asked.
+    let members: Vec<String> = roots
+        .peer_ports
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    let agent = world.start(&config(&format!(
+        "readAhead: 0\npeer:\n  listen: 127.0.0.1:{}\n  members: [{}]\n  tokenFile: {}\n",
+        free_port().unwrap(),
+        members.join(", "),
+        roots._dir.path().join("token").display()
+    )));
+    let (digest, bytes) = world.layer(0);
+    let whole = http::get(&agent.accelerator_url(&world.blob_url(&digest)), &[])
+        .await
+        .unwrap();
+    assert!(whole.body[..] == bytes[..]);
+    assert!(downloads_settled(&agent, Duration::from_secs(10)).await);
+    let count = |ty: &'static str| {
+        let agent = &agent;
+        async move {
+            metric(agent, "DADIP2P_Count", &[("type", ty)])
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count("download").await,
+        0.0,
+        "the agent fetched from the origin"
+    );
+    assert_eq!(count("peer").await, bytes.len() as f64);
+    assert_eq!(roots.count("download").await, bytes.len() as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_is_down_costs_an_origin_fetch_not_a_failed_read() {
     let world = World::new();
     // A member nothing listens on: the pieces it owns fail over to the origin.
