@@ -39,13 +39,22 @@ const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// Ports tried before giving up.
 const FREE_PORT_TRIES: usize = 200;
 
-/// Returns a port on 127.0.0.1 that was free a moment ago.
+/// Lock files of the ports this process handed out, held until it exits.
+static HELD_PORTS: std::sync::Mutex<Vec<File>> = std::sync::Mutex::new(Vec::new());
+
+/// Returns a port on 127.0.0.1 that was free a moment ago and that no other process using
+/// this function will hand out while this one runs.
 ///
-/// Another process may take it before the caller binds it; picking at random outside the
-/// kernel's ephemeral range makes that rare enough that a start-up failure is the right
-/// answer.
+/// Test processes run side by side, and each starts servers on ports it picked before the
+/// server binds them: a lock file per port in the temp directory, held by the process that
+/// picked it, keeps two of them from picking the same one. Another program may still take
+/// the port before the caller binds it; that is rare enough that a start-up failure is the
+/// right answer.
 pub fn free_port() -> Result<u16> {
     use rand::{rngs::SmallRng, Rng, SeedableRng};
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("dadi-p2p-test-ports");
+    std::fs::create_dir_all(&dir).map_err(|e| HarnessError::io("create port lock dir", e))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -53,7 +62,19 @@ pub fn free_port() -> Result<u16> {
     let mut rng = SmallRng::seed_from_u64(seed);
     for _ in 0..FREE_PORT_TRIES {
         let port = rng.random_range(FREE_PORTS);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .map_err(|e| HarnessError::io("open port lock", e))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if locked && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD_PORTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(lock);
             return Ok(port);
         }
     }
@@ -371,6 +392,25 @@ pub fn split_loopback_url(url: &str) -> Result<(SocketAddr, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_handed_out_once_and_locked_against_other_takers() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        assert!(ports.iter().all(|p| FREE_PORTS.contains(p)));
+        // Another taker (another open of the lock file) cannot lock a port handed out.
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir()
+            .join("dadi-p2p-test-ports")
+            .join(ports[0].to_string());
+        let other = File::open(path).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        let got = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_ne!(got, 0, "a handed-out port's lock was free");
+    }
 
     #[test]
     fn splits_loopback_urls_and_refuses_others() {
