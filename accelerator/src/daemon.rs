@@ -42,6 +42,21 @@ pub enum StartError {
     PeerToken(String),
 }
 
+/// A listener besides the service's, with the address it got.
+async fn bind(
+    addr: SocketAddr,
+    routes: Routes,
+    write_timeout: Duration,
+) -> Result<(Listener, SocketAddr), ServiceError> {
+    let l = Listener::bind(addr, routes)
+        .await?
+        .with_write_timeout(write_timeout);
+    let bound = l
+        .local_addr()
+        .map_err(|source| ServiceError::Bind { addr, source })?;
+    Ok((l, bound))
+}
+
 /// Runs the daemon until `stop` completes, then drains and flushes.
 pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), StartError> {
     cfg.validate()?;
@@ -64,12 +79,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             None => service_addr.ip(),
         };
         let addr = SocketAddr::new(ip, cfg.exporter.port);
-        let l = Listener::bind(addr, Routes::Metrics)
-            .await?
-            .with_write_timeout(write_timeout);
-        let bound = l
-            .local_addr()
-            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let (l, bound) = bind(addr, Routes::Metrics, write_timeout).await?;
         own_addrs.push(bound);
         Some((l, bound))
     } else {
@@ -79,12 +89,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
         None
     } else {
         let addr = cfg.peer_listen_addr()?;
-        let l = Listener::bind(addr, Routes::Peer)
-            .await?
-            .with_write_timeout(write_timeout);
-        let bound = l
-            .local_addr()
-            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let (l, bound) = bind(addr, Routes::Peer, write_timeout).await?;
         own_addrs.push(bound);
         Some((l, bound))
     };

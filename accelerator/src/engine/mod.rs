@@ -87,6 +87,27 @@ pub struct Blob {
     pub origin_only: bool,
 }
 
+impl Blob {
+    /// `shown` is `target` redacted, which the caller has made already.
+    fn new(
+        target: Target,
+        id: BlobId,
+        auth: Option<HeaderValue>,
+        layout: Layout,
+        shown: String,
+        origin_only: bool,
+    ) -> Blob {
+        Blob {
+            target,
+            id,
+            auth,
+            layout,
+            shown,
+            origin_only,
+        }
+    }
+}
+
 /// One piece download as its readers see it.
 #[derive(Clone)]
 pub(super) struct Flight {
@@ -188,17 +209,14 @@ impl Engine {
         size: u64,
     ) -> Arc<Blob> {
         let shown = target.redacted();
-        Arc::new(Blob {
-            target,
-            id,
-            auth,
-            layout: Layout {
-                size,
-                piece_size: self.cfg.piece_size,
-            },
-            shown,
-            origin_only: true,
-        })
+        Arc::new(Blob::new(target, id, auth, self.layout(size), shown, true))
+    }
+
+    fn layout(&self, size: u64) -> Layout {
+        Layout {
+            size,
+            piece_size: self.cfg.piece_size,
+        }
     }
 
     /// The whole piece `index` of `blob`, for a peer: no read-ahead, no bypass.

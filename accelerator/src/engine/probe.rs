@@ -14,7 +14,7 @@ use super::blob_slots::SlotGuard;
 use super::{lock, Blob, Engine, EngineError, Start};
 use crate::cache::{BlobId, PieceId};
 use crate::origin::Opened;
-use crate::plan::{self, Layout};
+use crate::plan;
 use crate::target::Target;
 use crate::telemetry::AuditOp;
 
@@ -42,17 +42,8 @@ impl Engine {
             Probed::Known(size) => *size,
             Probed::Led { opened, .. } => opened.size,
         };
-        let blob = Arc::new(Blob {
-            target,
-            id,
-            auth,
-            layout: Layout {
-                size,
-                piece_size: self.cfg.piece_size,
-            },
-            shown,
-            origin_only: false,
-        });
+        let layout = self.layout(size);
+        let blob = Arc::new(Blob::new(target, id, auth, layout, shown, false));
         match probed {
             Probed::Known(_) => {}
             Probed::Led {
