@@ -13,7 +13,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use super::{lock, Blob, Engine, EngineError, Flight, Start, FRESH_MEMORY};
+use super::flight::{Flight, Start};
+use super::{lock, Blob, Engine, EngineError, FRESH_MEMORY};
 use crate::cache::{PieceId, PieceWriter};
 use crate::origin::{OriginError, Sink};
 use crate::plan::Remote;

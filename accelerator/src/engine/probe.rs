@@ -11,7 +11,8 @@ use http::HeaderValue;
 use tokio::sync::watch;
 
 use super::blob_slots::SlotGuard;
-use super::{lock, Blob, Engine, EngineError, Start};
+use super::flight::Start;
+use super::{lock, Blob, Engine, EngineError};
 use crate::cache::{BlobId, PieceId};
 use crate::origin::Opened;
 use crate::plan;

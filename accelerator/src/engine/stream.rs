@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
-use super::{Blob, Engine, EngineError, Finished, Held, Readable};
+use super::flight::Finished;
+use super::{Blob, Engine, EngineError, Held, Readable};
 use crate::cache::{CacheError, PieceId};
 use crate::plan;
 use crate::range::Span;
