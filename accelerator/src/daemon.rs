@@ -42,6 +42,28 @@ pub enum StartError {
     PeerToken(String),
 }
 
+/// The peers' shared token from `peer.tokenFile`: trimmed, not empty, printable ASCII.
+fn read_peer_token(path: Option<&std::path::Path>) -> Result<http::HeaderValue, StartError> {
+    let path = path.unwrap_or(std::path::Path::new(""));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StartError::PeerToken(format!("{}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(StartError::PeerToken(format!(
+            "{} is empty",
+            path.display()
+        )));
+    }
+    let printable = token.bytes().all(|b| b.is_ascii_graphic());
+    match http::HeaderValue::from_str(token) {
+        Ok(value) if printable => Ok(value),
+        _ => Err(StartError::PeerToken(format!(
+            "{}: the token must be printable ASCII without spaces",
+            path.display()
+        ))),
+    }
+}
+
 /// A listener besides the service's, with the address it got.
 async fn bind(
     addr: SocketAddr,
@@ -60,6 +82,11 @@ async fn bind(
 /// Runs the daemon until `stop` completes, then drains and flushes.
 pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), StartError> {
     cfg.validate()?;
+    let peer_token = if cfg.peer.members.is_empty() {
+        None
+    } else {
+        Some(read_peer_token(cfg.peer.token_file.as_deref())?)
+    };
     let listen = cfg.listen_addr()?;
     let write_timeout = Duration::from_millis(cfg.service.write_timeout_ms);
     let mut service = Listener::bind(listen, Routes::Service)
@@ -157,17 +184,8 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
         policy.clone(),
         telemetry.clone(),
     )?);
-    let peers = match &peer_listener {
-        None => None,
-        Some((_, bound)) => {
-            let path = cfg.peer.token_file.clone().unwrap_or_default();
-            let token = std::fs::read_to_string(&path)
-                .map_err(|e| StartError::PeerToken(format!("{}: {e}", path.display())))?;
-            let token = token.trim().to_string();
-            if token.is_empty() {
-                let why = format!("{} is empty", path.display());
-                return Err(StartError::PeerToken(why));
-            }
+    let peers = match (&peer_listener, peer_token) {
+        (Some((_, bound)), Some(token)) => {
             let own = if bound.ip().is_unspecified() {
                 let port = bound.port();
                 crate::interfaces::addresses()
@@ -187,6 +205,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Star
             peers.refresh().await;
             Some(peers)
         }
+        _ => None,
     };
     let engine = Engine::new(
         cache.clone(),

@@ -1,6 +1,6 @@
 //! What the benchmark programs share: size arguments, the one blob each run reads, a
 //! whole-blob pass read the way overlaybd reads a cold layer, the digest check of what a
-//! server sends, and the JSON file a run leaves.
+//! server sends, the JSON file a run leaves, and the skeleton every program's `main` is.
 //!
 //! A pass is sequential 1 MiB ranges on one keep-alive connection, because that is how
 //! overlaybd reads a layer it needs whole; a plain `GET` would measure a path it does not
@@ -130,6 +130,60 @@ pub async fn serves_exact_blob(url: &str, blob: &BlobInfo) -> Result<bool> {
     let (status, bytes) = conn.get_each(&path, &[], |b| hasher.update(b)).await?;
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     Ok(status == 200 && bytes == blob.size && digest == blob.digest)
+}
+
+/// A benchmark program's whole life: logs to stderr (`filter` unless `RUST_LOG` says
+/// otherwise), `run` on a runtime of `threads` workers started from this thread (which
+/// outlives the servers it starts, so they get the parent-death signal if the program is
+/// killed), then the table on stdout and the JSON object in `out`.
+pub fn main<S, Fut>(
+    program: &str,
+    filter: &str,
+    threads: usize,
+    out: &Path,
+    run: impl FnOnce() -> Fut,
+    table: impl FnOnce(&S) -> String,
+) -> std::process::ExitCode
+where
+    S: Serialize,
+    Fut: std::future::Future<Output = anyhow::Result<S>>,
+{
+    use std::process::ExitCode;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{program}: cannot build runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = match runtime.block_on(run()) {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("{program}: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", table(&summary));
+    match write_json(&summary, out) {
+        Ok(()) => {
+            println!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{program}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Writes `value` as one JSON object on one line to `path`, creating its directory.

@@ -48,7 +48,7 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    pub fn new(token: String, read_timeout: Duration) -> PeerClient {
+    pub fn new(token: HeaderValue, read_timeout: Duration) -> PeerClient {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -58,9 +58,7 @@ impl PeerClient {
             .build(http);
         PeerClient {
             client,
-            // A token that is not a valid header value cannot be sent; peers then refuse
-            // every request, which the status of each says.
-            token: HeaderValue::from_str(&token).unwrap_or(HeaderValue::from_static("-")),
+            token,
             read_timeout,
         }
     }

@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
+
 use crate::cache::BlobId;
 use crate::plan::{self, Member};
 use crate::telemetry::PeerStatus;
@@ -52,7 +54,7 @@ pub struct Peers {
     own: Vec<SocketAddr>,
     down: Mutex<HashMap<SocketAddr, Instant>>,
     down_for: Duration,
-    token: String,
+    token: Vec<u8>,
     traffic: Mutex<HashMap<IpAddr, Arc<Traffic>>>,
     pub client: client::PeerClient,
 }
@@ -69,7 +71,7 @@ impl Peers {
     pub fn new(
         configured: Vec<String>,
         own: Vec<SocketAddr>,
-        token: String,
+        token: HeaderValue,
         down_for: Duration,
         read_timeout: Duration,
     ) -> Peers {
@@ -80,7 +82,7 @@ impl Peers {
             down: Mutex::new(HashMap::new()),
             down_for,
             client: client::PeerClient::new(token.clone(), read_timeout),
-            token,
+            token: token.as_bytes().to_vec(),
             traffic: Mutex::new(HashMap::new()),
         }
     }
@@ -145,7 +147,7 @@ impl Peers {
 
     /// Whether `token` is the shared one, compared in constant time.
     pub fn token_matches(&self, token: &[u8]) -> bool {
-        let want = self.token.as_bytes();
+        let want = self.token.as_slice();
         want.len() == token.len()
             && want
                 .iter()
@@ -198,7 +200,7 @@ mod tests {
         Peers::new(
             configured,
             vec![own.parse().unwrap()],
-            "t0ken".into(),
+            HeaderValue::from_static("t0ken"),
             Duration::from_secs(60),
             Duration::from_secs(5),
         )

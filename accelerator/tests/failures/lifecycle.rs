@@ -168,7 +168,16 @@ fn bad_configuration_stops_the_daemon_at_start_naming_key_and_value() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let config = dir.path().join("config.yaml");
-    let cases: [(&str, &[&str]); 5] = [
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t\u{f6}ken\n").unwrap();
+    let peers = format!(
+        "peer:\n  members: [\"127.0.0.1:1\"]\n  tokenFile: {}\n",
+        token.display()
+    );
+    let missing = "peer:\n  members: [\"127.0.0.1:1\"]\n  tokenFile: /nonexistent/token\n";
+    let cases: [(&str, &[&str]); 7] = [
+        (&peers, &["peer.tokenFile", "printable ASCII"]),
+        (missing, &["peer.tokenFile", "/nonexistent/token"]),
         ("cache:\n  capasity: 1\n", &["capasity"]),
         ("DeployConfig:\n  mode: leaf\n", &["mode", "leaf"]),
         (

@@ -277,17 +277,23 @@ fn chart_defaults_render_the_plain_manifests() {
     );
     let mut rendered = rendered_documents(&files);
     without_helm_labels(&mut rendered);
-    let mut plain = plain_documents();
+    assert_same_as_plain(&rendered, plain_documents(), "packaging/kubernetes");
+}
+
+/// Checks that the chart rendered exactly the objects of a folder of plain manifests
+/// (whose Namespace the chart leaves to Helm).
+pub fn assert_same_as_plain(
+    rendered: &BTreeMap<String, Value>,
+    mut plain: BTreeMap<String, Value>,
+    folder: &str,
+) {
     plain.remove(&format!("Namespace/{NS}")).unwrap();
     assert_eq!(
         rendered.keys().collect::<Vec<_>>(),
         plain.keys().collect::<Vec<_>>()
     );
     for (key, doc) in &plain {
-        assert_eq!(
-            &rendered[key], doc,
-            "{key} differs from packaging/kubernetes"
-        );
+        assert_eq!(&rendered[key], doc, "{key} differs from {folder}");
     }
 }
 

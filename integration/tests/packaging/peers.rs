@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 
 use crate::common::packaging;
 use crate::config::{get_with, start_with, status};
-use crate::helm::{render, rendered_documents, try_render, without_helm_labels};
+use crate::helm::{
+    assert_same_as_plain, render, rendered_documents, try_render, without_helm_labels,
+};
 use crate::kubernetes::{check_install, documents, plain_documents, typed, yaml_files, NAME, NS};
 
 const TOKEN_HEADER: &str = "x-dadi-peer-token";
@@ -232,18 +234,7 @@ fn chart_peers_render_the_plain_peer_manifests() {
     assert!(files["NOTES.txt"].contains("TCP port 65002"));
     let mut rendered = rendered_documents(&files);
     without_helm_labels(&mut rendered);
-    let mut plain = peer_documents();
-    plain.remove(&format!("Namespace/{NS}")).unwrap();
-    assert_eq!(
-        rendered.keys().collect::<Vec<_>>(),
-        plain.keys().collect::<Vec<_>>()
-    );
-    for (key, doc) in &plain {
-        assert_eq!(
-            &rendered[key], doc,
-            "{key} differs from packaging/kubernetes/peers"
-        );
-    }
+    assert_same_as_plain(&rendered, peer_documents(), "packaging/kubernetes/peers");
 }
 
 #[test]

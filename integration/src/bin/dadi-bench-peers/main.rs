@@ -12,43 +12,13 @@ use clap::Parser;
 use dadi_p2p_integration::bench;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,dadi_bench_peers=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = args::Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.generator_threads)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("dadi-bench-peers: cannot build runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Daemons are started from this thread, which outlives them, so that they get the
-    // parent-death signal if this program is killed.
-    let summary = match runtime.block_on(scenario::run(&args)) {
-        Ok(summary) => summary,
-        Err(error) => {
-            eprintln!("dadi-bench-peers: {error:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report::table(&summary));
-    match bench::write_json(&summary, &args.out) {
-        Ok(()) => {
-            println!("wrote {}", args.out.display());
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("dadi-bench-peers: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main(
+        "dadi-bench-peers",
+        "warn,dadi_bench_peers=info",
+        args.generator_threads,
+        &args.out,
+        || scenario::run(&args),
+        report::table,
+    )
 }
